@@ -5,9 +5,10 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .losses import LossBuilder
+from .optimizer import OptimizerConfigNode
 from .timesteps import TimestepSampler
 
-NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder]
+NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfigNode]
 
 
 class FlowLoraExtension(ComfyExtension):
