@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -40,6 +42,7 @@ def histogram(
     ``marks`` maps a label (e.g. "mean") to an x position drawn as a red line.
     """
     width, height = size
+    notes = tuple(line for note in notes for line in textwrap.wrap(note, width=width // 9) or [""])
     image = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(image)
     title_font, font = _font(22), _font(16)
@@ -52,7 +55,7 @@ def histogram(
     def x_of(v: float) -> float:
         return left + (v - lo) / (hi - lo) * (right - left)
 
-    for count, e0, e1 in zip(counts, edges[:-1], edges[1:]):
+    for count, e0, e1 in zip(counts, edges[:-1], edges[1:], strict=True):
         y = bottom - count / peak * (bottom - top)
         draw.rectangle([x_of(e0) + 1, y, x_of(e1) - 1, bottom], fill=BAR)
     draw.line([left, bottom, right, bottom], fill=INK, width=2)
@@ -63,9 +66,9 @@ def histogram(
         draw.text((x_of(v), bottom + 8), f"{v:.1f}", fill=INK, font=font, anchor="mt")
     draw.text((left - 8, top), str(peak), fill=INK, font=font, anchor="rt")
     draw.text((left - 8, bottom), "0", fill=INK, font=font, anchor="rb")
-    for label, v in (marks or {}).items():
+    for i, (label, v) in enumerate((marks or {}).items()):
         draw.line([x_of(v), top, x_of(v), bottom], fill=MARK, width=2)
-        draw.text((x_of(v) + 4, top + 2), label, fill=MARK, font=font)
+        draw.text((x_of(v) + 4, top + 2 + 20 * i), label, fill=MARK, font=font)
     draw.text((width // 2, bottom + 30), xlabel, fill=INK, font=font, anchor="mt")
     draw.text((left, 10), title, fill=INK, font=title_font)
     for i, note in enumerate(notes):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -275,7 +276,7 @@ class LossConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "LossConfig":
+    def from_dict(cls, data: Mapping) -> LossConfig:
         known = {f.name for f in dataclasses.fields(cls)} | {"schema"}
         unknown = sorted(set(data) - known)
         if unknown:

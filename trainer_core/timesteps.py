@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -61,9 +62,11 @@ class LogitNormal:
     """``sigmoid(N(mean, std**2))``, with ``mean``/``std`` given in ``space``.
 
     ``space = "t"`` reads them as U1's time (``t = sigmoid(u)``, ``sigma = 1 - t``),
-    the form of the U1 report's (-0.8, 0.8); ``space = "sigma"`` gives
-    ``sigma = sigmoid(u)`` directly (SD3's convention). Since
-    ``1 - sigmoid(u) = sigmoid(-u)``, t-space (m, s) equals sigma-space (-m, s).
+    the form of the U1 report's (-0.8, 0.8), drawing exactly as U1 does
+    (``t = sigmoid(mean + std * u)``, ``sigma = 1 - t``); ``space = "sigma"``
+    gives ``sigma = sigmoid(mean + std * u)`` (SD3's convention). Since
+    ``1 - sigmoid(x) = sigmoid(-x)``, t-space (m, s) has the distribution of
+    sigma-space (-m, s).
     """
 
     mean: float = 0.0
@@ -75,14 +78,10 @@ class LogitNormal:
         require(self.std > 0.0 and math.isfinite(self.std), "std", self.std, "must be > 0")
         require(self.space in SPACES, "space", self.space, f"must be one of {', '.join(SPACES)}")
 
-    @property
-    def sigma_mean(self) -> float:
-        """The location parameter in sigma space."""
-        return -self.mean if self.space == "t" else self.mean
-
     def sample(self, batch_size: int, generator: torch.Generator, image_seq_len: int | None = None) -> Tensor:
         u = torch.randn(batch_size, generator=generator, dtype=torch.float64)
-        return torch.sigmoid(self.sigma_mean + self.std * u)
+        x = torch.sigmoid(self.mean + self.std * u)
+        return 1.0 - x if self.space == "t" else x
 
 
 @SAMPLERS.register("sigmoid")
@@ -254,7 +253,7 @@ class TimestepConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "TimestepConfig":
+    def from_dict(cls, data: Mapping) -> TimestepConfig:
         sampler = _build(SAMPLERS, dict(data.get("sampler", {"name": "uniform"})), "sampler")
         shift = _build(SHIFTS, dict(data.get("shift", {"name": "none"})), "shift")
         return cls(sampler, shift, float(data.get("clamp_min", 0.0)), float(data.get("clamp_max", 1.0)))

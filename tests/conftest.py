@@ -1,0 +1,26 @@
+"""Shared fixtures: the pack as ``flowlora`` and a real ComfyUI host."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import harness
+
+harness.register_package()
+
+
+@pytest.fixture(scope="session")
+def comfy_root() -> Path:
+    """ComfyUI imported in-process, CPU mode; returns its root folder."""
+    return harness.import_comfy()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, comfy_root) -> harness.Server:
+    """One live ComfyUI server for the session, the pack in its custom_nodes."""
+    with harness.comfy_server(tmp_path_factory.mktemp("comfy-base")) as s:
+        yield s

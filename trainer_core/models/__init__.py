@@ -1,0 +1,1 @@
+"""Model implementations of the pack (pure PyTorch, no ComfyUI imports)."""
