@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -79,7 +80,7 @@ class OptimizerConfig:
         object.__setattr__(self, "betas", tuple(self.betas))
         require(_finite(self.lr) and self.lr > 0.0, "lr", self.lr, "must be > 0")
         require(len(self.betas) == 2, "betas", self.betas, "must be two numbers (beta1, beta2)")
-        for name, beta in zip(("beta1", "beta2"), self.betas):
+        for name, beta in zip(("beta1", "beta2"), self.betas, strict=True):
             require(_finite(beta) and 0.0 <= beta < 1.0, name, beta, "must lie in [0, 1)")
         require(_finite(self.weight_decay) and self.weight_decay >= 0.0, "weight_decay", self.weight_decay, "must be >= 0")
         require(_finite(self.eps) and self.eps > 0.0, "eps", self.eps, "must be > 0")
@@ -97,7 +98,7 @@ class OptimizerConfig:
         return {"schema": self.SCHEMA, **data}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "OptimizerConfig":
+    def from_dict(cls, data: Mapping) -> OptimizerConfig:
         """Inverse of :meth:`to_dict`. Missing settings take their defaults (older
         files); unknown settings and newer schemas are errors, never ignored."""
         data = dict(data)
