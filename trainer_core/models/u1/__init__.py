@@ -1,0 +1,15 @@
+"""SenseNova-U1 / U1.5 text-to-image in plain PyTorch (see /specs/sensenova-u1.md).
+
+- :mod:`.config`: :class:`U1Config` from the checkpoint's config.json.
+- :mod:`.towers`: :class:`PrefixTower` (prompt -> :class:`PrefixKV`) and
+  :class:`GenerationTower` (noisy image, t, prefix KV -> x0), official key names.
+- :mod:`.checkpoint`: the sharded checkpoint (index + shards), load and save.
+- :mod:`.prompts`: the official prefixes and the tokenizer.
+- :mod:`.presets`: LoRA presets and unfreeze patterns as data.
+- :mod:`.sampling`: schedule and the t_eps clamp in sigma terms.
+"""
+
+from .config import U1_8B_MOT, U15_8B_MOT, U1Config
+from .towers import GenerationTower, PrefixKV, PrefixTower, build_towers, forward_uncached
+
+__all__ = ["U1Config", "U1_8B_MOT", "U15_8B_MOT", "GenerationTower", "PrefixKV", "PrefixTower", "build_towers", "forward_uncached"]
