@@ -1,0 +1,53 @@
+"""Atomic file writes: a kill mid-write leaves the previous file intact.
+
+Every file the pack writes goes to ``<name>.tmp-<pid>`` in the same folder,
+is flushed and fsynced, then renamed over the target with ``os.replace``
+(atomic on POSIX and Windows for one filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import IO, Iterator, Mapping
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` (contiguous CPU copies) and string ``metadata`` atomically."""
+    data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    payload = safetensors_bytes(data, metadata=dict(metadata) if metadata else None)
+    with atomic_open(path) as f:
+        f.write(payload)
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+
+
+def append_jsonl(f: IO[str], record: Mapping) -> None:
+    """One JSON object per line, flushed, so a killed run keeps every finished line."""
+    f.write(json.dumps(record, separators=(",", ":")) + "\n")
+    f.flush()

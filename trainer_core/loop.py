@@ -1,0 +1,288 @@
+"""The training step loop: pure PyTorch, driven by parts the host hands in.
+
+One optimizer update ("step") takes ``grad_accumulation`` micro-batches. For
+each micro-batch::
+
+    batch  = data.next_batch(B, gen["data"])               # x0 (B, C, H, W), conds, sources
+    routes = dropout.routes(B, gen["dropout"])              # cond / drop_text / drop_both
+    sigma  = timesteps.sample(B, gen["timesteps"], seq_len) # (B,), sigma = 1 is noise
+    eps    = randn(x0.shape, gen["noise"])                  # drawn on the CPU: same on every device
+    x0_hat = denoiser(noise_fn(x0, eps, sigma), sigma, conds)
+    loss(x0, eps, sigma, x0_hat).loss * window_scale -> backward
+
+then gradients are clipped, the optimizer and lr schedule step. Every random
+draw comes from one of four seeded generators, whose states are saved with the
+optimizer, schedule, trainable tensors and data position, so a run stopped
+after N steps and resumed for M equals N + M steps straight.
+
+The host (the ComfyUI node) supplies the denoiser, the data, the trainable
+parameters and a ``save_lora`` callback; the loop writes the JSONL log and the
+resumable state itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from . import checkpoint, files, flow
+from .dropout import COND, ROUTES, ConditionDropout
+from .errors import require
+from .losses import LossConfig
+from .optim import OptimizerConfig, build_optimizer, clip_gradients
+from .schedules import build_scheduler
+from .timesteps import TimestepConfig
+
+log = logging.getLogger(__name__)
+
+GENERATORS = ("data", "dropout", "timesteps", "noise")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch from a :class:`BatchSource`.
+
+    ``latents``: ``(B, C, H, W)`` clean x0 in the model's latent space;
+    ``conds``: per-sample conditioning, opaque to the loop (the denoiser reads it);
+    ``sources``: per-sample file path or label, used in errors and the log.
+    """
+
+    latents: Tensor
+    conds: list[Any]
+    sources: list[str]
+
+
+class BatchSource(Protocol):
+    """Training data: batches of samples that share a shape (one bucket)."""
+
+    def next_batch(self, batch_size: int, generator: torch.Generator) -> Batch: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Denoiser(Protocol):
+    """``(x_sigma (B, C, H, W), sigma (B,), conds) -> x0 estimate (B, C, H, W)``."""
+
+    def __call__(self, x_sigma: Tensor, sigma: Tensor, conds: list[Any]) -> Tensor: ...
+
+
+class Trainable(Protocol):
+    """The parameters being trained (LoRA adapters and unfrozen tensors)."""
+
+    def parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def state_dict(self) -> dict[str, Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the loop itself. ``steps`` counts optimizer updates."""
+
+    steps: int = 100
+    batch_size: int = 1
+    seed: int = 0
+    save_every: int = 0
+    dtype: str = "fp32"
+    dropout: ConditionDropout = field(default_factory=ConditionDropout)
+
+    SCHEMA: ClassVar[int] = 1
+
+    def __post_init__(self):
+        require(self.steps >= 1, "steps", self.steps, "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(self.save_every >= 0, "save_every", self.save_every, "must be >= 0 (0: save at the end only)")
+        require(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+
+    def to_dict(self) -> dict:
+        return {"schema": self.SCHEMA, "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
+                "save_every": self.save_every, "dtype": self.dtype, "dropout": self.dropout.to_dict()}
+
+
+@dataclass
+class TrainTask:
+    """Everything one run needs. ``uncond`` is the conditioning of dropped samples."""
+
+    denoiser: Denoiser
+    data: BatchSource
+    trainable: Trainable
+    timesteps: TimestepConfig
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    config: TrainConfig
+    save_lora: Callable[[int], str]
+    log_path: str
+    state_path: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    uncond: Any = None
+    noise_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = flow.add_noise
+    seq_len_fn: Callable[[torch.Size], int] = lambda shape: (shape[-2] // 2) * (shape[-1] // 2)
+    on_update: Callable[[dict], None] = lambda record: None
+    should_stop: Callable[[], bool] = lambda: False
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    stopped: bool
+    lora_path: str
+    last: dict
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss or gradient; the last good LoRA and state are saved first."""
+
+
+def make_generators(seed: int) -> dict[str, torch.Generator]:
+    """One CPU generator per random stream, so changing one setting never shifts another."""
+    return {name: torch.Generator().manual_seed(seed + 10_007 * i) for i, name in enumerate(GENERATORS)}
+
+
+class _Run:
+    """State of one call to :func:`train` (kept out of module globals)."""
+
+    def __init__(self, task: TrainTask):
+        self.task = task
+        cfg = task.config
+        if cfg.dropout.enabled and task.uncond is None:
+            raise ValueError("condition dropout is on but no unconditional (empty-prompt) conditioning was given")
+        self.params = task.trainable.parameters()
+        if not self.params:
+            raise ValueError("nothing to train: the LoRA config matched no parameters")
+        self.optimizer = build_optimizer(task.optimizer, self.params)
+        self.scheduler = build_scheduler(task.optimizer, self.optimizer, cfg.steps)
+        self.generators = make_generators(cfg.seed)
+        self.step = 0
+        self.window_start = self.random_state()
+
+    # -- state ---------------------------------------------------------------
+
+    def random_state(self) -> dict:
+        """Generator states and data position: cheap, taken at every update boundary."""
+        return {"generators": {k: g.get_state() for k, g in self.generators.items()}, "data": self.task.data.state_dict()}
+
+    def capture(self) -> dict:
+        """Everything needed to continue from the last update boundary.
+
+        Trainable tensors, optimizer and schedule only change at a boundary, so
+        they are read live; the random streams come from the boundary snapshot
+        (a failing micro-batch has advanced them).
+        """
+        return {
+            "step": self.step,
+            "trainable": self.task.trainable.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            **self.window_start,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.task.trainable.load_state_dict(state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for k, g in self.generators.items():
+            g.set_state(state["generators"][k])
+        self.task.data.load_state_dict(state["data"])
+        self.window_start = self.random_state()
+
+    def save(self, reason: str) -> str:
+        """Write the LoRA of the last boundary and the resumable state beside it."""
+        lora_path = self.task.save_lora(self.step)
+        info = {"step": self.step, "reason": reason, "config": self.task.config.to_dict(), "lora": lora_path}
+        checkpoint.save_state(self.task.state_path, self.capture(), info)
+        log.info("saved %s at step %d (%s)", lora_path, self.step, reason)
+        return lora_path
+
+    # -- one micro-batch -----------------------------------------------------
+
+    def micro_batch(self, scale: float) -> dict:
+        task, cfg, gens = self.task, self.task.config, self.generators
+        batch = task.data.next_batch(cfg.batch_size, gens["data"])
+        b = batch.latents.shape[0]
+        routes = cfg.dropout.routes(b, gens["dropout"])
+        conds = [c if r == COND else task.uncond for c, r in zip(batch.conds, routes.tolist(), strict=True)]
+        sigma = task.timesteps.sample(b, gens["timesteps"], task.seq_len_fn(batch.latents.shape))
+        eps = torch.randn(batch.latents.shape, generator=gens["noise"], dtype=torch.float32)
+
+        x0 = batch.latents.to(task.device, torch.float32)
+        eps = eps.to(task.device)
+        sigma_t = sigma.to(task.device, torch.float32)
+        x_sigma = task.noise_fn(x0, eps, sigma_t)
+        dtype = DTYPES[cfg.dtype]
+        autocast = torch.autocast(task.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+        with autocast:
+            x0_pred = task.denoiser(x_sigma, sigma_t, conds)
+        out = task.loss(x0, eps, sigma_t, x0_pred)
+
+        stats = torch.stack([out.per_sample, out.x0_mse, out.v_mse, out.sigma]).cpu().tolist()
+        if not all(math.isfinite(v) for v in stats[0]):
+            bad = next(i for i, v in enumerate(stats[0]) if not math.isfinite(v))
+            self.fail(f"non-finite loss at step {self.step + 1} for sample {batch.sources[bad]!r} (sigma {stats[3][bad]:.4f})")
+        (out.loss * scale).backward()
+        return {
+            "loss": float(sum(stats[0]) / b),
+            "x0_mse": float(sum(stats[1]) / b),
+            "v_mse": float(sum(stats[2]) / b),
+            "sigma": stats[3],
+            "t": [1.0 - s for s in stats[3]],
+            "route": [ROUTES[r] for r in routes.tolist()],
+            "sample_loss": stats[0],
+            "sources": list(batch.sources),
+        }
+
+    def fail(self, message: str) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        path = self.save("non-finite")
+        raise NonFiniteLossError(f"{message}; saved the last good LoRA (step {self.step}) to {path}. Lower the learning rate or check that sample.")
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        task, cfg, opt = self.task, self.task.config, self.task.optimizer
+        if task.resume and os.path.exists(task.state_path):
+            state, _ = checkpoint.load_state(task.state_path)
+            self.restore(state)
+            log.info("resumed %s at step %d", task.state_path, self.step)
+        elif task.resume:
+            log.warning("resume asked but %s does not exist; starting from step 0", task.state_path)
+        last: dict = {}
+        os.makedirs(os.path.dirname(os.path.abspath(task.log_path)), exist_ok=True)
+        with open(task.log_path, "a" if self.step > 0 else "w", encoding="utf-8") as log_file:
+            while self.step < cfg.steps:
+                records = [self.micro_batch(1.0 / opt.grad_accumulation) for _ in range(opt.grad_accumulation)]
+                grad_norm = clip_gradients(self.params, opt.max_grad_norm)
+                if not math.isfinite(grad_norm):
+                    self.fail(f"non-finite gradient norm at step {self.step + 1} (samples {sum((r['sources'] for r in records), [])})")
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                for micro, record in enumerate(records):
+                    last = {"step": self.step, "micro": micro, "lr": lr, "grad_norm": grad_norm, **record}
+                    files.append_jsonl(log_file, last)
+                self.window_start = self.random_state()
+                task.on_update(last)
+                if self.step < cfg.steps and task.should_stop():
+                    return TrainResult(self.step, True, self.save("stopped"), last)
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                    self.save("periodic")
+        return TrainResult(self.step, False, self.save("finished"), last)
+
+
+def train(task: TrainTask) -> TrainResult:
+    """Run (or resume) the loop; see the module docstring for the step."""
+    return _Run(task).run()
