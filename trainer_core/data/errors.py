@@ -17,3 +17,8 @@ class DataError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.path}: {problem}; {fix}")
+
+
+class FatalDataError(DataError):
+    """A :class:`DataError` the user asked to stop on (e.g. ``missing_caption = fail``);
+    the bad-file policy ``skip`` never swallows it."""
