@@ -1,0 +1,256 @@
+"""LoRA on the activation path, attached by forward hooks, held outside the model.
+
+For every target (see :mod:`.targets`) on a Linear layer ``y = W x + b``::
+
+    y[..., rows] += (alpha / rank) * B @ A @ dropout(x)     A: (rank, in), B: (rows, rank)
+
+``rows`` is all output features, or a row slice of a fused projection (Z-Image's
+``to_q``/``to_k``/``to_v`` on ``attention.qkv``): the slice's delta lands only on
+its own third of the output.
+
+Why forward hooks and not peft's ``inject_adapter_in_model`` (measured on the
+tiny Z-Image and in ``bench/bench_lora_engine.py``, numbers in bench/RESULTS.md):
+
+- peft replaces each target Linear by a ``peft.tuners.lora.Linear`` that holds
+  the original as ``base_layer``. The model's state-dict keys become
+  ``layers.0.attention.qkv.base_layer.weight``, so ComfyUI's key-based weight
+  patches (``diffusion_model.layers.0.attention.qkv.weight``, how ModelPatcher
+  applies and removes every LoRA) no longer find their weight while peft is
+  injected, and un-injecting must restore modules by hand anyway.
+- peft's Linear adapts a whole layer; a row slice of a fused qkv (three
+  adapters on one layer, the form ComfyUI's loader maps for Z-Image) is not
+  one of its layer types.
+- Speed: the forward+backward maths is identical (``W x`` frozen, two thin
+  matmuls for the adapter); the benchmark shows hooks at or below peft's step
+  time, both well below a weight wrapper (``W + B A`` re-materialised every
+  forward, which makes autograd compute the full frozen-weight gradient).
+
+So :class:`LoraAdapters` is an ``nn.Module`` of its own (``A``/``B`` per
+target and trainable copies of unfrozen tensors); :meth:`LoraAdapters.attached`
+registers one forward hook per target layer and swaps unfrozen tensors in by
+object (names unchanged), and on exit removes the hooks and puts back the very
+same Parameter objects and ``requires_grad`` flags. The model's module tree and
+state-dict keys never change, the hooks see whatever weights ComfyUI has
+patched in (merged LoRAs or on-the-fly ``weight_function`` patches), and inside
+the block every model parameter except the unfrozen copies has
+``requires_grad = False``, so autograd never computes a frozen weight's gradient.
+
+Dropout uses torch's global RNG (``F.dropout``) so that gradient checkpointing,
+which restores the global RNG state before recomputing, redraws the same mask;
+the trainer saves and restores that state for resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .config import LoraConfig
+from .targets import Target, TargetPlan, resolve
+
+log = logging.getLogger(__name__)
+
+
+def _key(name: str) -> str:
+    """Module-safe key for a dotted name (``nn.ParameterDict`` keys cannot hold dots)."""
+    return name.replace(".", "/")
+
+
+class _Buffers(nn.Module):
+    """A plain holder of named buffers (saved in the state dict, never trained)."""
+
+
+class LoraAdapters(nn.Module):
+    """Trainable LoRA factors and unfrozen tensors for one model, outside its module tree.
+
+    Build with :meth:`build`; train inside :meth:`attached`; save the
+    optimizer-facing state with ``state_dict()`` / ``load_state_dict()``
+    (keys ``lora_A.<name>``, ``lora_B.<name>``, ``unfrozen.<param>``,
+    ``unfrozen_base.<param>`` with dots in names written as ``/``).
+
+    Attributes: ``config`` (:class:`LoraConfig`), ``plan`` (:class:`TargetPlan`),
+    ``lora_A[k]`` ``(rank, in)``, ``lora_B[k]`` ``(out, rank)``,
+    ``unfrozen[k]`` (the trained copy), ``unfrozen_base`` (its value at build time).
+    """
+
+    def __init__(self, plan: TargetPlan, config: LoraConfig, unfrozen_init: dict[str, Tensor], *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        super().__init__()
+        self.config = config
+        self.plan = plan
+        self.scale = config.scale
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        for t in plan.targets:
+            a = _init_a(config.init, config.rank, t.in_features, gen)
+            self.lora_A[_key(t.name)] = nn.Parameter(a.to(device=device, dtype=dtype))
+            self.lora_B[_key(t.name)] = nn.Parameter(torch.zeros(t.out_features, config.rank, device=device, dtype=dtype))
+        self.unfrozen = nn.ParameterDict()
+        self.unfrozen_base = _Buffers()
+        for name in plan.unfrozen:
+            value = unfrozen_init[name].detach()
+            self.unfrozen[_key(name)] = nn.Parameter(value.clone())
+            self.unfrozen_base.register_buffer(_key(name), value.clone())
+        self._attached: list[nn.Module] = []  # a list, so nn.Module does not register the model as a submodule
+
+    @classmethod
+    def build(cls, model: nn.Module, config: LoraConfig, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> LoraAdapters:
+        """Resolve ``config`` on ``model`` (read only) and create the adapters.
+
+        ``generator`` (CPU) draws the ``A`` init; ``device`` defaults to the
+        device of the model's first parameter; LoRA factors are ``dtype``
+        (unfrozen copies keep the model tensor's dtype).
+        """
+        plan = resolve(model, config)
+        params = dict(model.named_parameters())
+        if device is None:
+            device = next(iter(params.values())).device if params else "cpu"
+        return cls(plan, config, {n: params[n] for n in plan.unfrozen}, generator=generator, dtype=dtype, device=device)
+
+    # ------------------------------------------------------------ parameters
+
+    def lora_parameters(self) -> list[nn.Parameter]:
+        """All ``A`` and ``B`` factors."""
+        return [*self.lora_A.values(), *self.lora_B.values()]
+
+    def unfrozen_parameters(self) -> list[nn.Parameter]:
+        """Trainable copies of the unfrozen model tensors (often given their own lr)."""
+        return list(self.unfrozen.values())
+
+    def lora_pairs(self) -> Iterator[tuple[Target, Tensor, Tensor]]:
+        """``(target, A (rank, in), B (out, rank))`` per adapter, detached."""
+        for t in self.plan.targets:
+            yield t, self.lora_A[_key(t.name)].detach(), self.lora_B[_key(t.name)].detach()
+
+    def unfrozen_diffs(self) -> Iterator[tuple[str, Tensor]]:
+        """``(parameter name, trained - value at build)`` per unfrozen tensor, float32."""
+        for name in self.plan.unfrozen:
+            k = _key(name)
+            yield name, self.unfrozen[k].detach().float() - getattr(self.unfrozen_base, k).float()
+
+    # ------------------------------------------------------------ attach
+
+    @property
+    def is_attached(self) -> bool:
+        return bool(self._attached)
+
+    @contextlib.contextmanager
+    def attached(self, model: nn.Module):
+        """Train ``model`` with these adapters for the duration of the block.
+
+        Inside: forward hooks on every target layer, unfrozen tensors replaced
+        by this object's copies (same names), every other model parameter with
+        ``requires_grad = False``. On exit (also on error): hooks removed, the
+        original Parameter objects and ``requires_grad`` flags restored.
+        Do not let ComfyUI load, unload or re-patch the model inside the block.
+        """
+        if self._attached:
+            raise RuntimeError("these LoRA adapters are already attached to a model")
+        modules = dict(model.named_modules())
+        self._check(modules)
+        grad_flags = [(p, p.requires_grad) for p in model.parameters()]
+        swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
+        handles = []
+        try:
+            for p, _ in grad_flags:
+                p.requires_grad_(False)
+            for name in self.plan.unfrozen:
+                owner_name, _, leaf = name.rpartition(".")
+                owner = modules[owner_name]
+                original = owner._parameters[leaf]
+                copy = self.unfrozen[_key(name)]
+                if copy.shape != original.shape or copy.device != original.device:
+                    raise ConfigError("unfreeze", name, f"model tensor is {tuple(original.shape)} on {original.device}, the trained copy {tuple(copy.shape)} on {copy.device}")
+                owner._parameters[leaf] = copy
+                swapped.append((owner, leaf, original))
+            by_module: dict[str, list[Target]] = {}
+            for t in self.plan.targets:
+                by_module.setdefault(t.module, []).append(t)
+            for module_name, targets in by_module.items():
+                hook = _LoraHook(self, targets, modules[module_name].out_features)
+                handles.append(modules[module_name].register_forward_hook(hook, with_kwargs=True))
+            self._attached.append(model)
+            log.debug("attached %d adapters on %d modules", len(self.plan.targets), len(handles))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            for owner, leaf, original in reversed(swapped):
+                owner._parameters[leaf] = original
+            for p, flag in grad_flags:
+                p.requires_grad_(flag)
+            self._attached.clear()
+
+    def _check(self, modules: dict[str, nn.Module]) -> None:
+        for t in self.plan.targets:
+            m = modules.get(t.module)
+            if not isinstance(m, nn.Linear) or m.in_features != t.in_features:
+                raise ConfigError("model", t.module, f"is not the Linear({t.in_features}, ...) these adapters were built for; build them on this model")
+
+
+class _LoraHook:
+    """Forward hook of one Linear: adds the deltas of its adapters to the output.
+
+    Several adapters on one layer (row slices) share one ``A`` matmul: their
+    ``A`` factors are stacked to ``(n * rank, in)``; each ``B`` then maps its
+    ``rank`` block to its rows, and rows no adapter covers get zeros.
+    """
+
+    def __init__(self, owner: LoraAdapters, targets: list[Target], out_features: int):
+        self.owner = owner
+        self.targets = sorted(targets, key=lambda t: t.rows[0] if t.rows else 0)
+        self.keys = [_key(t.name) for t in self.targets]
+        self.out_features = out_features
+        self.rank = owner.config.rank
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+        x = args[0] if args else kwargs["input"]
+        owner = self.owner
+        p = owner.config.dropout
+        if p > 0.0 and owner.training:
+            x = F.dropout(x, p, training=True)
+        a_list = [owner.lora_A[k] for k in self.keys]
+        a = a_list[0] if len(a_list) == 1 else torch.cat(a_list, 0)
+        h = F.linear(x, a.to(x.dtype)) * owner.scale  # (..., n * rank)
+        if self.targets[0].rows is None:
+            delta = F.linear(h, owner.lora_B[self.keys[0]].to(h.dtype))
+        else:
+            delta = self._sliced(h)
+        return output + delta.to(output.dtype)
+
+    def _sliced(self, h: Tensor) -> Tensor:
+        pieces, pos, r = [], 0, self.rank
+        for i, (t, k) in enumerate(zip(self.targets, self.keys)):
+            start, size = t.rows
+            if start > pos:
+                pieces.append(h.new_zeros(*h.shape[:-1], start - pos))
+            pieces.append(F.linear(h[..., i * r:(i + 1) * r], self.owner.lora_B[k].to(h.dtype)))
+            pos = start + size
+        if pos < self.out_features:
+            pieces.append(h.new_zeros(*h.shape[:-1], self.out_features - pos))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
+
+
+def _init_a(init: str, rank: int, in_features: int, gen: torch.Generator) -> Tensor:
+    """``A`` (rank, in) in float32 on the CPU from ``gen``; see :data:`.config.INITS`."""
+    return _INITS[init](rank, in_features, gen)
+
+
+def _kaiming_uniform(rank: int, in_features: int, gen: torch.Generator) -> Tensor:
+    # kaiming_uniform_(a=sqrt(5)) as nn.Linear does: bound = gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)
+    bound = 1.0 / math.sqrt(in_features)
+    return (torch.rand(rank, in_features, generator=gen) * 2.0 - 1.0) * bound
+
+
+def _gaussian(rank: int, in_features: int, gen: torch.Generator) -> Tensor:
+    return torch.randn(rank, in_features, generator=gen) / rank
+
+
+_INITS = {"default": _kaiming_uniform, "gaussian": _gaussian}
