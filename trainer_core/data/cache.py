@@ -3,7 +3,7 @@
 An entry's key is the SHA-256 of a canonical JSON of everything that shapes
 its content (image bytes hash, bucket and crop, encoder identity, settings), so
 a changed input gives a new key and stale entries are never read. Entries are
-written atomically (temp file in the same folder, fsync, rename); each stores
+written atomically (:func:`..files.atomic_open`: temp file, fsync, rename); each stores
 its key and a SHA-256 of its tensor bytes in the safetensors metadata, so a
 file half-written by a killed process, truncated or garbled, is detected on
 load, deleted and rebuilt.
@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -29,6 +27,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor
+
+from ..files import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ class TensorCache:
         if structure:
             metadata[STRUCTURE_FIELD] = structure
         path = self.path(kind, key)
-        atomic_write(path, save(tensors, metadata=metadata))
+        with atomic_open(path) as f:
+            f.write(save(tensors, metadata=metadata))
         return path
 
     def remove_stale_temps(self) -> int:
@@ -195,7 +196,7 @@ class TensorCache:
         if not self.root.is_dir():
             return 0
         cutoff = time.time() - STALE_TEMP_SECONDS
-        for temp in self.root.rglob("*.tmp"):
+        for temp in self.root.rglob("*.tmp-*"):
             try:
                 if temp.stat().st_mtime < cutoff:
                     temp.unlink()
@@ -203,21 +204,6 @@ class TensorCache:
             except FileNotFoundError:
                 continue
         return count
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _metadata(data: bytes) -> dict[str, str]:

@@ -1,0 +1,104 @@
+"""Folder scanning, kohya repeat folders, captions, think sections and templates."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from test_data_support import save_rgb
+
+from flowlora.trainer_core.data.captions import CaptionConfig, SourceImage, read_caption, scan_folder, split_think
+from flowlora.trainer_core.data.errors import DataError, FatalDataError
+from flowlora.trainer_core.errors import ConfigError
+
+
+def test_scan_finds_images_repeats_and_captions(tmp_path, caplog):
+    save_rgb(tmp_path / "b.PNG", 8, 8)
+    (tmp_path / "b.txt").write_text("bee")
+    save_rgb(tmp_path / "a.jpg", 8, 8)
+    (tmp_path / "notes.md").write_text("not an image")
+    save_rgb(tmp_path / "10_my style" / "c.webp", 8, 8)
+    (tmp_path / "10_my style" / "c.txt").write_text("sea")
+    save_rgb(tmp_path / ".flowlora_cache" / "x.png", 8, 8)
+    save_rgb(tmp_path / "misc" / "d.png", 8, 8)
+    save_rgb(tmp_path / "0_off" / "e.png", 8, 8)
+    with caplog.at_level(logging.WARNING):
+        found = scan_folder(tmp_path)
+    assert [(f.path.name, f.repeats, f.folder_name, f.caption_path.name if f.caption_path else None) for f in found] == [
+        ("a.jpg", 1, "", None),
+        ("b.PNG", 1, "", "b.txt"),
+        ("c.webp", 10, "my style", "c.txt"),
+    ]
+    assert "misc: ignored; only subfolders named N_name" in caplog.text
+    assert "0_off: ignored" in caplog.text
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match="nope: does not exist; give an absolute folder path"):
+        scan_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("hi")
+    with pytest.raises(DataError, match="empty: holds no png/jpg/jpeg/webp images"):
+        scan_folder(tmp_path / "empty")
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="file.png: is not a folder"):
+        scan_folder(tmp_path / "file.png")
+
+
+@pytest.mark.parametrize(
+    "text, caption, think",
+    [
+        ("a red fox", "a red fox", None),
+        ("  a fox \n---think---\n1. plan\n2. draw\n", "a fox", "1. plan\n2. draw"),
+        ("a fox\n  ----- THINK ---  \nreason", "a fox", "reason"),
+        ("a fox\n---think---\n   \n", "a fox", None),
+        ("a fox --- think --- inline is not a delimiter", "a fox --- think --- inline is not a delimiter", None),
+    ],
+)
+def test_think_sections(text, caption, think):
+    assert split_think(text) == (caption, think)
+
+
+def test_caption_files_utf8_bom_and_bad_bytes(tmp_path):
+    (tmp_path / "a.txt").write_bytes("\ufeffcafé au lait".encode("utf-8"))
+    assert read_caption(tmp_path / "a.txt") == ("café au lait", None)
+    (tmp_path / "b.txt").write_bytes("café".encode("latin-1"))
+    with pytest.raises(DataError, match=r"b.txt: is not UTF-8 text \(byte 0xe9 at offset 3\); re-save the caption as UTF-8"):
+        read_caption(tmp_path / "b.txt")
+
+
+@pytest.mark.parametrize(
+    "trigger, template, expected",
+    [
+        ("sks", "{trigger}, {caption}", "sks, a dog on grass"),
+        ("", "{trigger}, {caption}", "a dog on grass"),
+        ("", "photo of {trigger} person, {caption}", "photo of person, a dog on grass"),
+        ("sks", "{caption}. Style: {trigger}", "a dog on grass. Style: sks"),
+        ("", "{caption}. Style: {trigger}", "a dog on grass. Style"),  # separators next to an empty trigger go
+        ("sks", "{trigger} {folder}: {caption} | {think}", "sks dogs: a dog on grass | why"),
+    ],
+)
+def test_templates(trigger, template, expected):
+    assert CaptionConfig(trigger=trigger, template=template).render("a dog on grass", "why", "dogs") == expected
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="unknown placeholder\\(s\\) capiton"):
+        CaptionConfig(template="{trigger}, {capiton}")
+    with pytest.raises(ConfigError, match="must contain {caption} or {trigger}"):
+        CaptionConfig(template="just words")
+    with pytest.raises(ConfigError, match="caption_dropout = 1.5"):
+        CaptionConfig(dropout=1.5)
+    with pytest.raises(ConfigError, match="unknown missing-caption policy; valid: default, folder_name, skip, fail"):
+        CaptionConfig(missing="ignore")
+
+
+def test_missing_caption_policies(tmp_path):
+    src = SourceImage(tmp_path / "10_cat" / "x.png", None, 10, "cat")
+    assert CaptionConfig(missing="default", default_caption="a photo").caption_for(src) == ("a photo", None)
+    assert CaptionConfig(missing="folder_name").caption_for(src) == ("cat", None)
+    assert CaptionConfig(missing="skip").caption_for(src) is None
+    with pytest.raises(FatalDataError, match="x.png: has no caption file x.txt; write one"):
+        CaptionConfig(missing="fail").caption_for(src)
+    # an empty caption with a trigger is the trigger alone (kohya class-token style)
+    assert CaptionConfig(trigger="sks").render("") == "sks"
