@@ -146,7 +146,8 @@ class LoraAdapters(nn.Module):
         """Train ``model`` with these adapters for the duration of the block.
 
         Inside: forward hooks on every target layer, unfrozen tensors replaced
-        by this object's copies (same names), every other model parameter with
+        by this object's copies (same names; re-based first if the model's
+        value changed since build, see :meth:`_rebase`), every other model parameter with
         ``requires_grad = False``. On exit (also on error): hooks removed, the
         original Parameter objects and ``requires_grad`` flags restored.
         Do not let ComfyUI load, unload or re-patch the model inside the block.
@@ -168,6 +169,7 @@ class LoraAdapters(nn.Module):
                 copy = self.unfrozen[_key(name)]
                 if copy.shape != original.shape or copy.device != original.device:
                     raise ConfigError("unfreeze", name, f"model tensor is {tuple(original.shape)} on {original.device}, the trained copy {tuple(copy.shape)} on {copy.device}")
+                self._rebase(name, original)
                 owner._parameters[leaf] = copy
                 swapped.append((owner, leaf, original))
             by_module: dict[str, list[Target]] = {}
@@ -187,6 +189,24 @@ class LoraAdapters(nn.Module):
             for p, flag in grad_flags:
                 p.requires_grad_(flag)
             self._attached.clear()
+
+    @torch.no_grad()
+    def _rebase(self, name: str, current: Tensor) -> None:
+        """Keep the trained change, on top of the model's current value of ``name``.
+
+        When the model tensor differs from the value the copy started from (an
+        upstream LoRA patched in or out since :meth:`build`, or a resume on a
+        re-patched model), shift the copy by the same amount, so training
+        always sees ComfyUI's current patches plus what was learned.
+        """
+        k = _key(name)
+        base = getattr(self.unfrozen_base, k)
+        current = current.detach()
+        if torch.equal(base, current):
+            return
+        self.unfrozen[k].add_((current - base).to(self.unfrozen[k].dtype))
+        base.copy_(current)
+        log.info("unfrozen %s: model value changed since build, trained copy re-based on it", name)
 
     def _check(self, modules: dict[str, nn.Module]) -> None:
         for t in self.plan.targets:

@@ -19,6 +19,10 @@ row slices ``(0, i * dim, dim)`` of ``attention.qkv.weight`` and
 (Today's ComfyUI also maps ``transformer.`` and bare diffusers names for
 Z-Image; 0.3.75 does not, so ``diffusion_model.`` is the default prefix.)
 
+An adapter on a weight that is also unfrozen is folded into that weight's
+``.diff`` (``diff[rows] += alpha / rank * B @ A``): ComfyUI keeps one patch per
+weight and file, so separate LoRA and diff keys would drop one of them.
+
 ``key_style="native"`` writes ComfyUI's module names except where a split has
 its own name (``to_q``...); ``"diffusers"`` also applies the preset's
 ``diffusers_names`` (``attention.out`` -> ``attention.to_out.0``).
@@ -62,13 +66,19 @@ def lora_state_dict(adapters: LoraAdapters, *, key_style: str = "native", prefix
     require(weight_names in WEIGHT_NAMES, "weight_names", weight_names, f"must be one of {', '.join(WEIGHT_NAMES)}")
     down, up = WEIGHT_NAMES[weight_names]
     preset = adapters.config.preset
+    diffs = dict(adapters.unfrozen_diffs())
     out: dict[str, Tensor] = {}
     for target, a, b in adapters.lora_pairs():
+        weight = f"{target.module}.weight"
+        if weight in diffs:  # one patch per weight per file in ComfyUI: fold the adapter into the diff
+            start, size = target.rows or (0, target.out_features)
+            diffs[weight][start:start + size] += adapters.scale * (b.float() @ a.float()).to(diffs[weight].device)
+            continue
         stem = prefix + export_name(target.name, preset, key_style)
         out[f"{stem}.{down}"] = _cpu(a, dtype)
         out[f"{stem}.{up}"] = _cpu(b, dtype)
         out[f"{stem}.alpha"] = torch.tensor(float(adapters.config.alpha), dtype=torch.float32)
-    for name, diff in adapters.unfrozen_diffs():
+    for name, diff in diffs.items():
         stem = name[: -len(".weight")] if name.endswith(".weight") else name
         out[f"{prefix}{stem}.diff"] = _cpu(diff, dtype)
     return out
