@@ -145,10 +145,10 @@ def prepare(folder: str | Path, config: DatasetConfig, encoders: Encoders, cache
 
 def _prepare_image(source, config: DatasetConfig, table, encoders: Encoders, cache: TensorCache | None, stats: dict):
     """``(latent (C, ...), (caption, think), plan, (w, h))`` or None when the caption policy skips it."""
+    info = probe(source.path, config.pixel_limit)  # a broken image is reported as such, caption or not
     caption = config.captions.caption_for(source)
     if caption is None:
         return None
-    info = probe(source.path, config.pixel_limit)
     digest = file_digest(source.path)
     crop_seed = (config.buckets.seed * 1_000_003 + int(digest[:15], 16)) % 2**63
     try:
