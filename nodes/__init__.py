@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .lora import LORA_NODES
 from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
 from .timesteps import TimestepSampler
+from .u1 import U1_NODES
 
 NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfigNode]
+NODES += U1_NODES
+NODES += LORA_NODES
 
 
 class FlowLoraExtension(ComfyExtension):

@@ -75,13 +75,15 @@ def _load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what:
     module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
 
 
-def load_towers(folder: str | Path, ops=TORCH_OPS, dtype: torch.dtype | None = None, include_prefix: bool = True) -> tuple[U1Config, PrefixTower | None, GenerationTower]:
+def load_towers(folder: str | Path, ops=TORCH_OPS, dtype: torch.dtype | None = None, include_prefix: bool = True, gen_class: type[GenerationTower] = GenerationTower, include_gen: bool = True) -> tuple[U1Config, PrefixTower | None, GenerationTower | None]:
     """Config + both towers from an official checkpoint folder, weights on the CPU.
 
     Modules are built on the meta device and the loaded tensors assigned, so
     the weights are never held twice. The head kind comes from config.json
     (``use_pixel_head``) and must agree with the checkpoint's keys.
-    ``dtype`` casts the weights (default: keep bf16).
+    ``include_prefix`` / ``include_gen`` skip a tower (returned as None).
+    ``dtype`` casts the weights (default: keep bf16). ``gen_class`` lets a host
+    use a :class:`GenerationTower` subclass (same parameters, its own forward).
     """
     folder = Path(folder)
     cfg = U1Config.from_json(folder / CONFIG_NAME)
@@ -90,16 +92,17 @@ def load_towers(folder: str | Path, ops=TORCH_OPS, dtype: torch.dtype | None = N
     if has_conv != cfg.use_pixel_head:
         raise ConfigError("use_pixel_head", cfg.use_pixel_head, f"config.json disagrees with the checkpoint's fm_head keys (ConvDecoder keys present: {has_conv})")
     with torch.device("meta"):
-        gen = GenerationTower(cfg, ops)
+        gen = gen_class(cfg, ops) if include_gen else None
         prefix = PrefixTower(cfg, ops) if include_prefix else None
-    names = list(gen.state_dict()) + (list(prefix.state_dict()) if prefix is not None else [])
+    names = (list(gen.state_dict()) if gen is not None else []) + (list(prefix.state_dict()) if prefix is not None else [])
     state = load_state_dict(folder, names)
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
-    _load_into(gen, state, "generation tower")
+    if gen is not None:
+        _load_into(gen, state, "generation tower")
     if prefix is not None:
         _load_into(prefix, state, "understanding tower")
-    unknown = sorted(set(weight_map) - set(names)) if prefix is not None else []
+    unknown = sorted(set(weight_map) - set(names)) if prefix is not None and gen is not None else []
     if unknown:
         log.warning("%d checkpoint tensors are not used by the T2I path, e.g. %s", len(unknown), unknown[:3])
     return cfg, prefix, gen

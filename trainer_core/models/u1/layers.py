@@ -185,10 +185,10 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.mlp = nn.Sequential(ops.Linear(TIME_FREQ_DIM, hidden, dtype=dtype, device=device), nn.SiLU(), ops.Linear(hidden, hidden, dtype=dtype, device=device))
 
-    def forward(self, s: Tensor) -> Tensor:
-        """``(B,)`` -> ``(B, D)``."""
+    def forward(self, s: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """``(B,)`` -> ``(B, D)``; the sinusoid is cast to ``dtype`` (default: the weights')."""
         emb = time_sinusoid(s)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+        return self.mlp(emb.to(dtype or self.mlp[0].weight.dtype))
 
 
 class VisionEmbeddings(nn.Module):

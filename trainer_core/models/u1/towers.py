@@ -90,11 +90,16 @@ class _Holder(nn.Module):
 
 
 class PrefixTower(nn.Module):
-    """Understanding tower: prompt ids -> :class:`PrefixKV` (spec 3.2)."""
+    """Understanding tower: prompt ids -> :class:`PrefixKV` (spec 3.2).
+
+    :attr:`compute_dtype` (default None: the weights' dtype) is the activation
+    dtype, for hosts whose layers cast stored weights per call.
+    """
 
     def __init__(self, cfg: U1Config, ops=TORCH_OPS, dtype=None, device=None):
         super().__init__()
         self.cfg = cfg
+        self.compute_dtype: torch.dtype | None = None
         llm = cfg.llm
         self.language_model = _Holder()
         self.language_model.model = _Holder()
@@ -112,6 +117,8 @@ class PrefixTower(nn.Module):
         device = m.embed_tokens.weight.device
         input_ids = input_ids.to(device)
         x = m.embed_tokens(input_ids)
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
         pos = text_positions(input_ids.shape[1], device=device)
         keys, values = [], []
         for layer in m.layers:
@@ -125,12 +132,14 @@ class GenerationTower(nn.Module):
     """Generation tower + ``fm_modules``: noisy image -> x0 prediction (spec 3.3 to 3.8).
 
     Set :attr:`gradient_checkpointing` to wrap each layer in non-reentrant
-    activation checkpointing while gradients are enabled.
+    activation checkpointing while gradients are enabled, and
+    :attr:`compute_dtype` (default None: the weights' dtype) for the activations.
     """
 
     def __init__(self, cfg: U1Config, ops=TORCH_OPS, dtype=None, device=None):
         super().__init__()
         self.cfg = cfg
+        self.compute_dtype: torch.dtype | None = None
         llm = cfg.llm
         self.gradient_checkpointing = False
         self.language_model = _Holder()
@@ -158,11 +167,12 @@ class GenerationTower(nn.Module):
         th, tw = _token_grid(x)
         fm = self.fm_modules
         s_eff = self.cfg.noise_scale_for(th * tw) if noise_scale is None else noise_scale
-        h = fm["vision_model_mot_gen"](x.to(self.dtype))
-        h = h + fm["timestep_embedder"](t.reshape(-1).to(h.device).expand(x.shape[0]))[:, None, :]
+        dt = self.compute_dtype or self.dtype
+        h = fm["vision_model_mot_gen"](x.to(dt))
+        h = h + fm["timestep_embedder"](t.reshape(-1).to(h.device).expand(x.shape[0]), dt)[:, None, :]
         if self.cfg.add_noise_scale_embedding:
             s = torch.full((x.shape[0],), s_eff / self.cfg.noise_scale_max_value, device=h.device)
-            h = h + fm["noise_scale_embedder"](s)[:, None, :]
+            h = h + fm["noise_scale_embedder"](s, dt)[:, None, :]
         return h
 
     def forward(self, x: Tensor, t: Tensor, prefix: PrefixKV, noise_scale: float | None = None) -> Tensor:
@@ -221,8 +231,8 @@ def forward_uncached(prefix_tower: PrefixTower, gen_tower: GenerationTower, inpu
     th, tw = _token_grid(x)
     b, length = x.shape[0], input_ids.shape[1]
     n = th * tw
-    xt = pm.embed_tokens(input_ids.to(pm.embed_tokens.weight.device)).expand(b, -1, -1)
     xi = gen_tower.embed(x, t, noise_scale)
+    xt = pm.embed_tokens(input_ids.to(pm.embed_tokens.weight.device)).to(xi.dtype).expand(b, -1, -1)
     pos_t = text_positions(length, device=xi.device)
     pos_i = image_positions(length, th, tw, device=xi.device)
     mask = torch.ones(length + n, length + n, dtype=torch.bool, device=xi.device)

@@ -1,0 +1,213 @@
+"""SenseNova-U1 as a ComfyUI MODEL: BaseModel subclass, model_sampling, loaders.
+
+The generation tower (every ``*_mot_gen`` weight, ``norm_mot_gen``,
+``fm_modules``) is the MODEL's ``diffusion_model``, so ComfyUI's model
+management moves it to the device for sampling/training, and its parameter
+names are the official ones under ``diffusion_model.``. The understanding tower
+is a separate :class:`U1TextEncoder` with its own ModelPatcher: it is loaded to
+the device only while the prompt encoder runs, and unloaded by ComfyUI when
+memory is needed. Weights are the checkpoint's bf16 tensors, resident on the CPU.
+
+Sampling is in pixel space (``latent_format.ChromaRadiance``: 3 channels,
+[-1, 1]; decode with the ``pixel_space`` VAE). :class:`U1ModelSampling` speaks
+U1's parameterisation in ComfyUI's sigma (sigma = 1 - t):
+
+- the network predicts x0; ``calculate_denoised`` applies the t_eps clamp so
+  ComfyUI's Euler step equals U1's ``z += (t_next - t) * (x0_hat - z) / max(1 - t, t_eps)``;
+- ``noise_scaling`` multiplies the unit noise by U1's resolution noise scale
+  ``s_eff = min(noise_scale * sqrt(N / 64), max)``, N = 32-px tokens;
+- sigmas are ComfyUI's discrete-flow table with U1's timestep shift
+  (``multiplier`` 1: the timestep passed to the network is sigma itself). The
+  ``simple`` scheduler reproduces the official t grid exactly when the step
+  count divides 1000.
+
+CONDITIONING carries the prefix KV packed as ``(B, L, layers*2*KV*hd)``
+(:meth:`PrefixKV.pack`), wrapped in ``CONDRegular`` so ComfyUI never pads a
+shorter prefix by repetition (prefixes of different lengths run in separate
+batches).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management
+import comfy.model_patcher
+import comfy.model_sampling
+import comfy.ops
+import comfy.supported_models_base
+import torch
+
+from ...trainer_core.models.u1 import GenerationTower, PrefixKV, PrefixTower, U1Config
+from ...trainer_core.models.u1 import prompts
+from ...trainer_core.models.u1.checkpoint import load_towers
+from ...trainer_core.models.u1.sampling import clamped_denoised
+from ...trainer_core.registry import Registry
+
+log = logging.getLogger(__name__)
+
+WEIGHT_DTYPES: Registry[torch.dtype | None] = Registry("U1 weight dtype")
+WEIGHT_DTYPES.register("checkpoint")(None)
+WEIGHT_DTYPES.register("bfloat16")(torch.bfloat16)
+WEIGHT_DTYPES.register("float16")(torch.float16)
+WEIGHT_DTYPES.register("float32")(torch.float32)
+
+BUNDLED_TOKENIZER = ("text_encoders", "qwen25_tokenizer")
+
+
+def _sigma_view(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return comfy.model_sampling.reshape_sigma(sigma, x.ndim)
+
+
+class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow):
+    """x0 prediction, sigma = 1 - t, t_eps clamp, timestep shift, resolution noise scale."""
+
+    def __init__(self, cfg: U1Config, shift: float, t_eps: float):
+        super().__init__(None)
+        self.u1_config = cfg
+        self.t_eps = t_eps
+        self.set_parameters(shift=shift, multiplier=1.0)
+
+    def calculate_input(self, sigma, noise):
+        return noise
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        """``model_output`` is U1's x0_hat; see :func:`clamped_denoised`."""
+        return clamped_denoised(model_input, model_output, _sigma_view(sigma, model_output), self.t_eps)
+
+    def noise_scale(self, x: torch.Tensor) -> float:
+        """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``."""
+        return self.u1_config.noise_scale_for((x.shape[-2] // 32) * (x.shape[-1] // 32))
+
+    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
+        """``z = (1 - sigma) * x0 + sigma * s_eff * eps`` (U1's ``t * x0 + (1 - t) * s * eps``)."""
+        sigma = _sigma_view(sigma, noise)
+        return sigma * self.noise_scale(noise) * noise + (1.0 - sigma) * latent_image
+
+    def inverse_noise_scaling(self, sigma, latent):
+        sigma = _sigma_view(sigma, latent)
+        return latent / (1.0 - sigma)
+
+
+class U1DiffusionModel(GenerationTower):
+    """The generation tower with ComfyUI's ``diffusion_model`` call signature."""
+
+    def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
+        """``x (B, 3, H, W)``, ``timesteps`` = sigma ``(B,)``, ``context`` = packed prefix KV -> x0_hat."""
+        if context is None:
+            raise ValueError("SenseNova-U1 needs CONDITIONING from the 'U1 Prompt Encode (FlowLoRA)' node (its prefix KV); got none")
+        llm = self.cfg.llm
+        prefix = PrefixKV.unpack(context, llm.num_hidden_layers, llm.num_key_value_heads, llm.head_dim)
+        return super().forward(x, 1.0 - timesteps.float(), prefix)
+
+
+class U1ComfyConfig(comfy.supported_models_base.BASE):
+    """Model config for ComfyUI: pixel-space latent, no unet creation (the tower is loaded)."""
+
+    unet_config = {"disable_unet_model_creation": True}
+    latent_format = comfy.latent_formats.ChromaRadiance
+    memory_usage_factor = 0.03
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+
+class U1Model(comfy.model_base.BaseModel):
+    """ComfyUI BaseModel around :class:`U1DiffusionModel`.
+
+    ``apply_model(x, sigma, c_crossattn=packed_prefix_kv)`` returns the
+    (t_eps-clamped) x0 estimate, like every ComfyUI model.
+    """
+
+    def __init__(self, model_config: U1ComfyConfig, diffusion_model: U1DiffusionModel, shift: float, t_eps: float, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.FLOW, device=device)
+        self.diffusion_model = diffusion_model
+        self.model_sampling = U1ModelSampling(diffusion_model.cfg, shift, t_eps)
+        self.u1_config = diffusion_model.cfg
+
+    def get_dtype(self):
+        return self.diffusion_model.dtype
+
+    def extra_conds(self, **kwargs):
+        out = {}
+        cross_attn = kwargs.get("cross_attn", None)
+        if cross_attn is not None:
+            out["c_crossattn"] = comfy.conds.CONDRegular(cross_attn)
+        return out
+
+
+class U1TextEncoder:
+    """Understanding tower + tokenizer: prompt text -> packed prefix KV.
+
+    ``patcher`` is a ModelPatcher over the :class:`PrefixTower`, so ComfyUI
+    loads it to its text-encoder device only while encoding.
+    """
+
+    def __init__(self, tower: PrefixTower, tokenizer, source: str):
+        self.tower = tower
+        self.tokenizer = tokenizer
+        self.source = source
+        self.patcher = comfy.model_patcher.ModelPatcher(tower, load_device=comfy.model_management.text_encoder_device(), offload_device=comfy.model_management.text_encoder_offload_device())
+
+    def encode_text(self, text: str) -> torch.Tensor:
+        """One prefix string -> packed KV ``(1, L, C)`` on ComfyUI's intermediate device."""
+        ids = prompts.tokenize(self.tokenizer, text)
+        vocab = self.tower.cfg.llm.vocab_size
+        if max(ids) >= vocab:
+            raise ValueError(f"tokenizer from {self.source} produced id {max(ids)} >= the model's vocab_size {vocab}: use the tokenizer files that came with this checkpoint")
+        comfy.model_management.load_model_gpu(self.patcher)
+        device = self.patcher.load_device
+        kv = self.tower.encode(torch.tensor([ids], dtype=torch.long, device=device))
+        return kv.pack().to(comfy.model_management.intermediate_device())
+
+    def encode(self, prompt: str, think: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+        """(conditional, unconditional) packed prefix KVs with the official templates."""
+        cond = self.encode_text(prompts.conditional_prefix(prompt, think.strip() or None))
+        uncond = self.encode_text(prompts.UNCONDITIONAL_PREFIX)
+        return cond, uncond
+
+
+def _ops_for(weight_dtype: torch.dtype, load_device):
+    compute = comfy.model_management.unet_manual_cast(weight_dtype, load_device, U1ComfyConfig.supported_inference_dtypes)
+    return comfy.ops.pick_operations(weight_dtype, compute), compute
+
+
+def _stored_dtype(folder: Path) -> torch.dtype:
+    from ...trainer_core.models.u1.checkpoint import load_state_dict
+
+    return load_state_dict(folder, ["fm_modules.timestep_embedder.mlp.0.bias"])["fm_modules.timestep_embedder.mlp.0.bias"].dtype
+
+
+def load_u1_model(folder: str, shift: float, t_eps: float, weight_dtype: str = "checkpoint", disable_dynamic: bool = False) -> comfy.model_patcher.ModelPatcher:
+    """The generation tower as a ComfyUI MODEL (ModelPatcher), weights on the offload device (CPU)."""
+    path = Path(folder)
+    dtype = WEIGHT_DTYPES.get(weight_dtype, "weight_dtype") or _stored_dtype(path)
+    load_device = comfy.model_management.get_torch_device()
+    ops, compute = _ops_for(dtype, load_device)
+    cfg, _, gen = load_towers(path, ops=ops, dtype=dtype, include_prefix=False, gen_class=U1DiffusionModel)
+    gen.compute_dtype = compute
+    model_config = U1ComfyConfig({"disable_unet_model_creation": True})
+    model_config.sampling_settings = {"shift": shift, "multiplier": 1.0}
+    model_config.manual_cast_dtype = compute
+    model = U1Model(model_config, gen, shift, t_eps, device=None)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device())
+    if hasattr(patcher, "cached_patcher_init"):
+        patcher.cached_patcher_init = (load_u1_model, (folder, shift, t_eps, weight_dtype))
+    log.info("SenseNova-U1 generation tower from %s (%s head, weights %s, compute %s)", folder, cfg.head_kind, dtype, compute or dtype)
+    return patcher
+
+
+def load_u1_text_encoder(folder: str, weight_dtype: str = "checkpoint") -> U1TextEncoder:
+    """The understanding tower + tokenizer (the checkpoint's files, else ComfyUI's bundled Qwen BPE)."""
+    path = Path(folder)
+    dtype = WEIGHT_DTYPES.get(weight_dtype, "weight_dtype") or _stored_dtype(path)
+    device = comfy.model_management.text_encoder_device()
+    ops, compute = _ops_for(dtype, device)
+    _, prefix, _ = load_towers(path, ops=ops, dtype=dtype, include_gen=False)
+    prefix.compute_dtype = compute
+    tok_dir = path if (path / "vocab.json").is_file() else Path(comfy.model_management.__file__).parent.joinpath(*BUNDLED_TOKENIZER)
+    if tok_dir != path:
+        log.warning("no tokenizer files in %s; using ComfyUI's bundled Qwen2.5 tokenizer with U1's added tokens (ids differ from the real U1 tokenizer: fine for test models only)", folder)
+    return U1TextEncoder(prefix, prompts.load_tokenizer(tok_dir), str(tok_dir))

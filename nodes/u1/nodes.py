@@ -1,0 +1,104 @@
+"""U1 Loader and U1 Prompt Encode nodes (thin: list folders, call :mod:`.model`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io
+
+from ...trainer_core.models.u1.checkpoint import is_checkpoint_dir
+from ..types import CATEGORY, PREFIX
+from . import model as u1
+
+log = logging.getLogger(__name__)
+
+U1TextEncoderType = io.Custom("FLOWLORA_U1_TEXT_ENCODER")
+"""A :class:`model.U1TextEncoder` (understanding tower + tokenizer)."""
+
+SEARCH_FOLDERS = ("diffusion_models", "sensenova_u1")
+"""ComfyUI model folder names searched for checkpoint folders; ``sensenova_u1`` is models/sensenova_u1/."""
+
+
+def checkpoint_folders() -> dict[str, str]:
+    """``{display name: absolute folder}`` of official U1 checkpoint folders (index + config.json).
+
+    Looks one and two levels below every ComfyUI ``diffusion_models`` path and
+    ``models/sensenova_u1`` (and ``models/sensenova``, the official nodes' folder).
+    """
+    roots: list[tuple[str, str]] = []
+    for kind in ("diffusion_models",):
+        roots += [(kind, p) for p in folder_paths.get_folder_paths(kind)]
+    for sub in ("sensenova_u1", "sensenova"):
+        roots.append((sub, os.path.join(folder_paths.models_dir, sub)))
+    found: dict[str, str] = {}
+    for label, root in roots:
+        base = Path(root)
+        if not base.is_dir():
+            continue
+        candidates = [base] + sorted(p for p in base.iterdir() if p.is_dir())
+        candidates += sorted(q for p in candidates[1:] for q in p.iterdir() if q.is_dir())
+        for folder in candidates:
+            if is_checkpoint_dir(folder):
+                rel = folder.relative_to(base).as_posix()
+                found.setdefault(f"{label}/{rel}" if rel != "." else label, str(folder))
+    return found
+
+
+class U1Loader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{PREFIX}U1Loader",
+            display_name="SenseNova-U1 Loader (FlowLoRA)",
+            category=CATEGORY,
+            description="Loads an official SenseNova-U1 / U1.5 checkpoint folder (model.safetensors.index.json + shards + config.json). MODEL samples with the stock KSampler in pixel space (decode with the pixel_space VAE); the text encoder feeds 'SenseNova-U1 Prompt Encode'.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=sorted(checkpoint_folders()) or ["(none found)"], tooltip="A checkpoint folder with config.json and model.safetensors.index.json, found under models/diffusion_models, models/sensenova_u1 or models/sensenova (one or two folders deep)."),
+                io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01, tooltip="Timestep shift of the sampling schedule (official examples and the U1 report: 3.0). Use the 'simple' scheduler to get U1's exact t grid."),
+                io.Float.Input("t_eps", default=0.05, min=0.001, max=0.5, step=0.001, tooltip="Velocity clamp: v = (x0 - z) / max(1 - t, t_eps). Training and config.json use 0.05, the official sampler 0.02; at 50 steps with shift 3 it never triggers."),
+                io.Combo.Input("weight_dtype", options=u1.WEIGHT_DTYPES.names(), default="checkpoint", tooltip="Dtype the weights are held in (CPU-resident). 'checkpoint' keeps the stored bf16 (35 GB for U1-8B)."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL", tooltip="The generation tower as a ComfyUI MODEL (x0 prediction, t = 1 - sigma)."),
+                U1TextEncoderType.Output(display_name="text_encoder", tooltip="The understanding tower and tokenizer; turns prompts into prefix-KV CONDITIONING."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint: str, **_) -> bool | str:
+        if checkpoint not in checkpoint_folders():
+            return f"checkpoint = {checkpoint!r}: no such SenseNova-U1 folder; put the official download (config.json, model.safetensors.index.json, shards) in models/sensenova_u1/<name>/"
+        return True
+
+    @classmethod
+    def execute(cls, checkpoint: str, shift: float, t_eps: float, weight_dtype: str) -> io.NodeOutput:
+        folder = checkpoint_folders()[checkpoint]
+        return io.NodeOutput(u1.load_u1_model(folder, shift, t_eps, weight_dtype), u1.load_u1_text_encoder(folder, weight_dtype))
+
+
+class U1PromptEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{PREFIX}U1PromptEncode",
+            display_name="SenseNova-U1 Prompt Encode (FlowLoRA)",
+            category=CATEGORY,
+            description="Runs U1's understanding tower once over the official prompt prefix and returns its per-layer K/V as CONDITIONING, plus the official unconditional prefix for CFG (the report samples with cfg 4.0).",
+            inputs=[
+                U1TextEncoderType.Input("text_encoder", tooltip="From 'SenseNova-U1 Loader (FlowLoRA)'."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="The image description, wrapped in the official system message and chat template."),
+                io.String.Input("think", multiline=True, default="", optional=True, tooltip="Optional reasoning text placed inside the <think> block (as train_u1's think labels); empty gives the official empty think block."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="positive", tooltip="The prompt's prefix KV; wire to KSampler positive."),
+                io.Conditioning.Output(display_name="negative", tooltip="The official unconditional prefix's KV (empty user turn, no think block); wire to KSampler negative for CFG."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, text_encoder: u1.U1TextEncoder, prompt: str, think: str = "") -> io.NodeOutput:
+        cond, uncond = text_encoder.encode(prompt, think or "")
+        return io.NodeOutput([[cond, {"u1_prefix_length": cond.shape[1]}]], [[uncond, {"u1_prefix_length": uncond.shape[1]}]])
