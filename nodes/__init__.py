@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .dataset import DatasetNode
 from .lora import LORA_NODES
 from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
@@ -13,6 +14,7 @@ from .u1 import U1_NODES
 NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfigNode]
 NODES += U1_NODES
 NODES += LORA_NODES
+NODES += [DatasetNode]
 
 
 class FlowLoraExtension(ComfyExtension):

@@ -74,3 +74,38 @@ def histogram(
     for i, note in enumerate(notes):
         draw.text((left, 40 + 22 * i), note, fill=INK, font=font)
     return to_image_tensor(image)
+
+
+def bar_chart(
+    labels: list[str],
+    counts: list[int],
+    *,
+    title: str = "",
+    notes: tuple[str, ...] = (),
+    size: tuple[int, int] = (768, 512),
+) -> torch.Tensor:
+    """Vertical bars, one per label, each with its count on top; labels under the axis.
+
+    With many bars the labels are thinned so they stay readable.
+    """
+    width, height = size
+    image = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    title_font, font = _font(22), _font(14)
+    left, right, top, bottom = 40, width - 20, 40 + 22 * len(notes) + 30, height - 60
+    peak = max([1, *counts])
+    n = max(len(counts), 1)
+    slot = (right - left) / n
+    every = max(1, int(np.ceil(n * 70 / (right - left))))
+    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
+        x0, x1 = left + i * slot + 2, left + (i + 1) * slot - 2
+        y = bottom - count / peak * (bottom - top)
+        draw.rectangle([x0, y, max(x0 + 1, x1), bottom], fill=BAR)
+        if i % every == 0:
+            draw.text(((x0 + x1) / 2, y - 2), str(count), fill=INK, font=font, anchor="mb")
+            draw.text(((x0 + x1) / 2, bottom + 8), label, fill=INK, font=font, anchor="mt")
+    draw.line([left, bottom, right, bottom], fill=INK, width=2)
+    draw.text((left, 10), title, fill=INK, font=title_font)
+    for i, note in enumerate(notes):
+        draw.text((left, 40 + 22 * i), note, fill=INK, font=font)
+    return to_image_tensor(image)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from flowlora.trainer_core.data.buckets import Bucket, BucketConfig, Plan, apply, auto_buckets, nearest, parse_buckets, plan
 from flowlora.trainer_core.errors import ConfigError
+from PIL import Image
 
 B = Bucket
 
@@ -26,7 +25,7 @@ def test_auto_buckets_by_hand():
 def test_u1_preset_is_the_spec_table():
     table = BucketConfig(mode="sensenova_u1", step=32).buckets()
     assert set(table) == {B(2048, 2048), B(2720, 1536), B(1536, 2720), B(2496, 1664), B(1664, 2496), B(2368, 1760), B(1760, 2368), B(2880, 1440), B(1440, 2880), B(3456, 1152), B(1152, 3456)}
-    with pytest.raises(ConfigError, match="preset sensenova_u1 needs a multiple of 32"):
+    with pytest.raises(ConfigError, match=r"preset sensenova_u1 needs a multiple of 32"):
         BucketConfig(mode="sensenova_u1", step=16)
 
 
@@ -70,7 +69,7 @@ def test_auto_assignment_table_and_upscale_switch():
     up = BucketConfig(mode="auto", max_pixels=65536, step=64, allow_upscale=True)
     assert tuple(plan(200, 200, up, table)) == (B(256, 256), (256, 256), 0, 0)
     assert tuple(plan(100, 50, up, table)) == (B(320, 192), (384, 192), 32, 0)  # s = 3.84: 100 s = 384
-    with pytest.raises(ConfigError, match="is below one bucket step \\(64 px\\)"):
+    with pytest.raises(ConfigError, match=r"is below one bucket step \(64 px\)"):
         plan(100, 50, config, table)
 
 
@@ -102,11 +101,11 @@ def test_apply_resizes_and_crops_the_planned_box():
 
 def test_bucket_list_validation():
     assert parse_buckets("1024x1024; 1216 x 832\n832*1216, 1024x1024") == (B(1024, 1024), B(1216, 832), B(832, 1216))
-    with pytest.raises(ConfigError, match="bucket_list = '1024 by 1024'"):
+    with pytest.raises(ConfigError, match=r"bucket_list = '1024 by 1024'"):
         parse_buckets("1024 by 1024")
-    with pytest.raises(ConfigError, match="bucket_list = '1000x1000': every side must be a positive multiple of bucket_step = 16"):
+    with pytest.raises(ConfigError, match=r"bucket_list = '1000x1000': every side must be a positive multiple of bucket_step = 16"):
         BucketConfig(mode="list", bucket_list="1024x1024, 1000x1000")
-    with pytest.raises(ConfigError, match="bucket_list = '': is empty"):
+    with pytest.raises(ConfigError, match=r"bucket_list = '': is empty"):
         BucketConfig(mode="list", bucket_list="")
-    with pytest.raises(ConfigError, match="unknown crop mode; valid: center, random, stretch"):
+    with pytest.raises(ConfigError, match=r"unknown crop mode; valid: center, random, stretch"):
         BucketConfig(crop="top")

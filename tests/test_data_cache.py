@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-
 from flowlora.trainer_core.data.cache import TensorCache, file_digest, fingerprint_tensors, make_key, pack, unpack
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from test_data_support import save_rgb
-
 from flowlora.trainer_core.data.captions import CaptionConfig, SourceImage, read_caption, scan_folder, split_think
 from flowlora.trainer_core.data.errors import DataError, FatalDataError
 from flowlora.trainer_core.errors import ConfigError
+from test_data_support import save_rgb
 
 
 def test_scan_finds_images_repeats_and_captions(tmp_path, caplog):
@@ -34,14 +33,14 @@ def test_scan_finds_images_repeats_and_captions(tmp_path, caplog):
 
 
 def test_missing_and_empty_folders(tmp_path):
-    with pytest.raises(DataError, match="nope: does not exist; give an absolute folder path"):
+    with pytest.raises(DataError, match=r"nope: does not exist; give an absolute folder path"):
         scan_folder(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("hi")
-    with pytest.raises(DataError, match="empty: holds no png/jpg/jpeg/webp images"):
+    with pytest.raises(DataError, match=r"empty: holds no png/jpg/jpeg/webp images"):
         scan_folder(tmp_path / "empty")
     (tmp_path / "file.png").write_bytes(b"x")
-    with pytest.raises(DataError, match="file.png: is not a folder"):
+    with pytest.raises(DataError, match=r"file.png: is not a folder"):
         scan_folder(tmp_path / "file.png")
 
 
@@ -83,13 +82,13 @@ def test_templates(trigger, template, expected):
 
 
 def test_config_validation():
-    with pytest.raises(ConfigError, match="unknown placeholder\\(s\\) capiton"):
+    with pytest.raises(ConfigError, match=r"unknown placeholder\(s\) capiton"):
         CaptionConfig(template="{trigger}, {capiton}")
-    with pytest.raises(ConfigError, match="must contain {caption} or {trigger}"):
+    with pytest.raises(ConfigError, match=r"must contain {caption} or {trigger}"):
         CaptionConfig(template="just words")
-    with pytest.raises(ConfigError, match="caption_dropout = 1.5"):
+    with pytest.raises(ConfigError, match=r"caption_dropout = 1.5"):
         CaptionConfig(dropout=1.5)
-    with pytest.raises(ConfigError, match="unknown missing-caption policy; valid: default, folder_name, skip, fail"):
+    with pytest.raises(ConfigError, match=r"unknown missing-caption policy; valid: default, folder_name, skip, fail"):
         CaptionConfig(missing="ignore")
 
 
@@ -98,7 +97,7 @@ def test_missing_caption_policies(tmp_path):
     assert CaptionConfig(missing="default", default_caption="a photo").caption_for(src) == ("a photo", None)
     assert CaptionConfig(missing="folder_name").caption_for(src) == ("cat", None)
     assert CaptionConfig(missing="skip").caption_for(src) is None
-    with pytest.raises(FatalDataError, match="x.png: has no caption file x.txt; write one"):
+    with pytest.raises(FatalDataError, match=r"x.png: has no caption file x.txt; write one"):
         CaptionConfig(missing="fail").caption_for(src)
     # an empty caption with a trigger is the trigger alone (kohya class-token style)
     assert CaptionConfig(trigger="sks").render("") == "sks"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-from test_data_support import save_bomb_png, save_exif_rotated, save_rgb
-
 from flowlora.trainer_core.data.errors import DataError
 from flowlora.trainer_core.data.images import load_rgb, probe
+from PIL import Image
+from test_data_support import save_bomb_png, save_exif_rotated, save_rgb
 
 
 def pixels(path, **kw) -> np.ndarray:
@@ -88,12 +87,12 @@ def test_exif_orientation_is_applied_and_probe_agrees(tmp_path, orientation, siz
 def test_bad_files_are_named_with_a_fix(tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    with pytest.raises(DataError, match="empty.png: is empty \\(0 bytes\\)"):
+    with pytest.raises(DataError, match=r"empty.png: is empty \(0 bytes\)"):
         probe(empty)
 
     text = tmp_path / "notes.jpg"
     text.write_text("this is not a JPEG")
-    with pytest.raises(DataError, match="notes.jpg: is not an image Pillow can read") as e:
+    with pytest.raises(DataError, match=r"notes.jpg: is not an image Pillow can read") as e:
         probe(text)
     assert "remove it from the folder" in str(e.value)
 
@@ -101,27 +100,27 @@ def test_bad_files_are_named_with_a_fix(tmp_path):
     cut = tmp_path / "cut.png"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     assert probe(cut).width == 64  # the header is intact
-    with pytest.raises(DataError, match="cut.png: is truncated or corrupt"):
+    with pytest.raises(DataError, match=r"cut.png: is truncated or corrupt"):
         load_rgb(cut)
 
     whole_jpg = save_rgb(tmp_path / "whole.jpg", 64, 64, seed=2, quality=90)
     cut_jpg = tmp_path / "cut.jpg"
     cut_jpg.write_bytes(whole_jpg.read_bytes()[:400])
-    with pytest.raises(DataError, match="cut.jpg"):
+    with pytest.raises(DataError, match=r"cut.jpg"):
         load_rgb(cut_jpg)
 
 
 def test_decompression_bomb_is_refused_from_the_header(tmp_path):
     bomb = save_bomb_png(tmp_path / "bomb.png", 10_000, 10_000)
-    with pytest.raises(DataError, match="bomb.png: is 10000x10000 = 100,000,000 pixels, above the decompression-bomb limit of 89,478,485") as e:
+    with pytest.raises(DataError, match=r"bomb.png: is 10000x10000 = 100,000,000 pixels, above the decompression-bomb limit of 89,478,485") as e:
         probe(bomb)
     assert "downscale" in str(e.value)
     # beyond twice the limit Pillow itself refuses at open; still named, still a DataError
     huge = save_bomb_png(tmp_path / "huge.png", 30_000, 30_000)
-    with pytest.raises(DataError, match="huge.png: is larger than Pillow's decompression-bomb limit"):
+    with pytest.raises(DataError, match=r"huge.png: is larger than Pillow's decompression-bomb limit"):
         load_rgb(huge)
 
     small = save_rgb(tmp_path / "small.png", 100, 100)
     assert probe(small).width == 100
-    with pytest.raises(DataError, match="above the decompression-bomb limit of 5,000"):
+    with pytest.raises(DataError, match=r"above the decompression-bomb limit of 5,000"):
         load_rgb(small, pixel_limit=5_000)

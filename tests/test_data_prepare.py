@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from test_data_support import counting_encoders, save_bomb_png, save_exif_rotated, save_rgb
-
 from flowlora.trainer_core.data.buckets import Bucket, BucketConfig
 from flowlora.trainer_core.data.captions import CaptionConfig
 from flowlora.trainer_core.data.dataset import Dataset, Sample
 from flowlora.trainer_core.data.errors import DataError, FatalDataError
 from flowlora.trainer_core.data.prepare import DatasetConfig, Encoders, prepare
 from flowlora.trainer_core.errors import ConfigError
+from PIL import Image
+from test_data_support import counting_encoders, save_bomb_png, save_exif_rotated, save_rgb
 
 GOOD = ["cmyk.jpg", "g16.png", "grey.png", "pal.png", "rgba.png", "rot.jpg", "3_style/s1.png", "3_style/s2.jpg"]  # top level first, then N_name folders
 BAD = {"bomb.png": "decompression-bomb", "cut.png": "truncated", "empty.png": "empty (0 bytes)", "fake.jpg": "not an image", "latin1.png": "not UTF-8"}
@@ -38,7 +37,7 @@ def make_folder(root: Path) -> Path:
     p.putpalette([10, 20, 30] + [0] * 765)
     p.save(root / "pal.png")
     Image.new("CMYK", (80, 80), (0, 0, 0, 0)).save(root / "cmyk.jpg")
-    Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)).save(root / "g16.png")
+    Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20).save(root / "g16.png")
     save_exif_rotated(root / "rot.jpg", 96, 64, 6)
     save_rgb(root / "3_style" / "s1.png", 120, 90, seed=1)
     save_rgb(root / "3_style" / "s2.jpg", 90, 120, seed=2, quality=90)
@@ -74,9 +73,9 @@ def test_cold_then_warm_run(folder, tmp_path, caplog):
         cold = prepare(folder, CONFIG, encoders, tmp_path / "cache")
     names = [str(s.source.relative_to(folder)) for s in cold.samples]
     assert names == GOOD
-    prompts = {n: s.prompt for n, s in zip(names, cold.samples)}
+    prompts = {n: s.prompt for n, s in zip(names, cold.samples, strict=True)}
     assert prompts["grey.png"] == "sks, a grey square" and prompts["rot.jpg"] == "sks, green glass"
-    by_name = dict(zip(names, cold.samples))
+    by_name = dict(zip(names, cold.samples, strict=True))
     assert by_name["3_style/s2.jpg"].think == "be random" and by_name["3_style/s2.jpg"].prompt == "sks, noise two"
     assert by_name["3_style/s1.png"].repeats == 3 and cold.epoch_length == 6 + 2 * 3
     assert calls == {"image": 8, "text": 7 + 1}  # 7 distinct prompts ("green glass" twice) + the empty prompt
@@ -103,7 +102,7 @@ def test_cold_then_warm_run(folder, tmp_path, caplog):
     assert calls2 == {"image": 0, "text": 0}
     assert warm.stats["image_encodes"] == 0 and warm.stats["text_encodes"] == 0
     assert [s.source for s in warm.samples] == [s.source for s in cold.samples]
-    for a, b in zip(cold.samples, warm.samples):
+    for a, b in zip(cold.samples, warm.samples, strict=True):
         assert torch.equal(a.latent, b.latent) and a.bucket == b.bucket and a.crop == b.crop and a.prompt == b.prompt
         ca, cb = cold.conditionings[a.conditioning], warm.conditionings[b.conditioning]
         assert torch.equal(ca[0][0], cb[0][0]) and torch.equal(ca[0][1]["pooled_output"], cb[0][1]["pooled_output"])
@@ -143,26 +142,26 @@ def test_cache_invalidation_and_half_written_entries(folder, tmp_path):
 
 def test_policies_and_folder_errors(folder, tmp_path):
     fail = DatasetConfig(captions=CONFIG.captions, buckets=CONFIG.buckets, on_bad_file="fail")
-    with pytest.raises(DataError, match="bomb.png: is 10000x10000"):
+    with pytest.raises(DataError, match=r"bomb.png: is 10000x10000"):
         prepare(folder, fail, counting_encoders()[0], None)
     strict = DatasetConfig(captions=CaptionConfig(missing="fail"), buckets=CONFIG.buckets)  # skip bad files, but fail on a missing caption
-    with pytest.raises(FatalDataError, match="cut.png: has no caption file cut.txt"):  # first caption-less file whose header reads
+    with pytest.raises(FatalDataError, match=r"cut.png: has no caption file cut.txt"):  # first caption-less file whose header reads
         prepare(folder, strict, counting_encoders()[0], None)
     skip = DatasetConfig(captions=CaptionConfig(missing="skip"), buckets=CONFIG.buckets)
     ds = prepare(folder, skip, counting_encoders()[0], None)
     assert "grey.png" not in [s.source.name for s in ds.samples] and len(ds) == 7
     assert ("missing_caption = skip" in dict(ds.skipped)[str(folder / "grey.png")])
 
-    with pytest.raises(DataError, match="missing: does not exist"):
+    with pytest.raises(DataError, match=r"missing: does not exist"):
         prepare(tmp_path / "missing", CONFIG, counting_encoders()[0], None)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty: holds no png/jpg/jpeg/webp images"):
+    with pytest.raises(DataError, match=r"empty: holds no png/jpg/jpeg/webp images"):
         prepare(tmp_path / "empty", CONFIG, counting_encoders()[0], None)
     (tmp_path / "allbad").mkdir()
     (tmp_path / "allbad" / "x.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"allbad: has no usable image \(1 skipped\). First: .*x.png: is empty"):
         prepare(tmp_path / "allbad", CONFIG, counting_encoders()[0], None)
-    with pytest.raises(ConfigError, match="on_bad_file = 'ignore'"):
+    with pytest.raises(ConfigError, match=r"on_bad_file = 'ignore'"):
         DatasetConfig(on_bad_file="ignore")
 
 
@@ -192,7 +191,7 @@ def test_batches_stay_in_one_bucket_and_are_seeded():
     assert batch.latents.shape == (3, 4, 4, 8) and batch.latents[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0]
     assert batch.conditionings == ("cond0", "cond1", "cond2") and batch.sources[2] == Path("/d/2.png")
     assert batch.dropped.tolist() == [False] * 3 and batch.bucket == Bucket(64, 32)
-    with pytest.raises(ConfigError, match="mixes buckets"):
+    with pytest.raises(ConfigError, match=r"mixes buckets"):
         ds.collate([0, 3], torch.Generator())
 
 

@@ -20,8 +20,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError

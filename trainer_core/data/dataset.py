@@ -11,9 +11,10 @@ buckets, so latents stack to ``(B, C, h, w)``. Every random draw comes from the
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -143,13 +144,13 @@ class Dataset:
         buckets = {s.bucket for s in samples}
         require(len(buckets) == 1, "batch", sorted(b.label for b in buckets), "mixes buckets; draw batches with Dataset.batches")
         dropped = torch.rand(len(samples), generator=generator, dtype=torch.float64) < self.caption_dropout
-        conds = tuple(self.empty_conditioning if d else self.conditionings[s.conditioning] for s, d in zip(samples, dropped.tolist()))
+        conds = tuple(self.empty_conditioning if d else self.conditionings[s.conditioning] for s, d in zip(samples, dropped.tolist(), strict=True))
         return Batch(
             latents=torch.stack([s.latent for s in samples]),
             conditionings=conds,
             dropped=dropped,
             indices=tuple(indices),
             sources=tuple(s.source for s in samples),
-            prompts=tuple("" if d else s.prompt for s, d in zip(samples, dropped.tolist())),
+            prompts=tuple("" if d else s.prompt for s, d in zip(samples, dropped.tolist(), strict=True)),
             bucket=samples[0].bucket,
         )

@@ -1,0 +1,243 @@
+"""Dataset node: a folder of images + captions -> bucketed, encoded, cached samples.
+
+The node wraps ComfyUI's VAE (``VAE.encode`` on ``(1, H, W, 3)`` images in
+[0, 1]) and text encoder (``clip.tokenize`` + ``encode_from_tokens_scheduled``,
+as CLIPTextEncode does) into :class:`trainer_core.data.prepare.Encoders`, hands
+the folder to :func:`trainer_core.data.prepare.prepare`, then releases both
+encoders through ComfyUI's model management so training starts with their
+memory free.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import comfy.model_management as model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from ..trainer_core.data import buckets as bk
+from ..trainer_core.data.cache import fingerprint_tensors, make_key
+from ..trainer_core.data.captions import DEFAULT_TEMPLATE, MISSING_CAPTION, REPEAT_FOLDER, CaptionConfig
+from ..trainer_core.data.dataset import Dataset
+from ..trainer_core.data.images import DEFAULT_PIXEL_LIMIT, MAX_PIXEL_LIMIT
+from ..trainer_core.data.prepare import BAD_FILE_POLICIES, DatasetConfig, Encoders, prepare
+from ..trainer_core.errors import ConfigError
+from . import charts
+from .types import CATEGORY, PREFIX
+
+logger = logging.getLogger(__name__)
+
+DatasetType = io.Custom("FLOWLORA_DATASET")
+"""A :class:`trainer_core.data.dataset.Dataset` (encoded samples, conditionings, source paths)."""
+
+CACHE_FOLDER = ".flowlora_cache"
+CONFIG_INPUTS = ("trigger", "template", "caption_dropout", "missing_caption", "default_caption", "bad_files", "background", "bucket_mode", "max_pixels", "bucket_step", "max_aspect", "bucket_list", "allow_upscale", "crop", "seed", "pixel_limit")
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """``"#RRGGBB"``, ``"RRGGBB"`` or ``"r, g, b"`` (0-255) -> RGB tuple."""
+    value = text.strip()
+    try:
+        if "," in value:
+            parts = tuple(int(p) for p in value.split(","))
+        else:
+            hexa = value.lstrip("#")
+            parts = tuple(int(hexa[i : i + 2], 16) for i in (0, 2, 4)) if len(hexa) == 6 else ()
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or not all(0 <= p <= 255 for p in parts):
+        raise ConfigError("background", text, "write a colour as #RRGGBB or r, g, b with values 0-255")
+    return parts
+
+
+def build_config(trigger: str, template: str, caption_dropout: float, missing_caption: str, default_caption: str, bad_files: str, background: str, bucket_mode: str, max_pixels: int, bucket_step: int, max_aspect: float, bucket_list: str, allow_upscale: bool, crop: str, seed: int, pixel_limit: int) -> DatasetConfig:
+    """Node widgets -> :class:`DatasetConfig`; raises ConfigError naming the bad field."""
+    captions = CaptionConfig(trigger, template, caption_dropout, missing_caption, default_caption)
+    buckets = bk.BucketConfig(bucket_mode, max_pixels, bucket_step, max_aspect, bucket_list, allow_upscale, crop, seed)
+    return DatasetConfig(captions, buckets, bad_files, parse_colour(background), pixel_limit)
+
+
+def resolve_folder(folder: str) -> Path:
+    """An absolute path as given; a relative one under ComfyUI's input folder."""
+    path = Path(folder.strip()).expanduser()
+    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+
+
+def cache_folder(folder: Path, cache_dir: str) -> Path:
+    """``cache_dir`` if given, else ``<folder>/.flowlora_cache``, else (read-only folder) ComfyUI's user folder."""
+    if cache_dir.strip():
+        return Path(cache_dir.strip()).expanduser()
+    if os.access(folder, os.W_OK):
+        return folder / CACHE_FOLDER
+    fallback = Path(folder_paths.get_user_directory()) / "flowlora" / "dataset_cache"
+    logger.info("%s is read-only; caching encodings in %s", folder, fallback)
+    return fallback
+
+
+def vae_encoder(vae) -> tuple[Any, str]:
+    """``VAE.encode`` and an identity: model class, dtype, sampled weights."""
+    model = vae.first_stage_model
+    identity = make_key({
+        "kind": "vae",
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "dtype": str(getattr(vae, "vae_dtype", "")),
+        "weights": fingerprint_tensors(model.state_dict().items()),
+    })
+    return vae.encode, identity
+
+
+def clip_encoder(clip) -> tuple[Any, str]:
+    """CLIPTextEncode's two calls, and an identity: classes, layer, options, weights, patches."""
+
+    def encode(text: str):
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+    model = clip.cond_stage_model
+    patches = getattr(clip.patcher, "patches", {}) or {}
+    identity = make_key({
+        "kind": "text",
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "tokenizer": f"{type(clip.tokenizer).__module__}.{type(clip.tokenizer).__qualname__}",
+        "layer_idx": getattr(clip, "layer_idx", None),
+        "tokenizer_options": repr(sorted(getattr(clip, "tokenizer_options", {}).items())),
+        "weights": fingerprint_tensors(model.state_dict().items()),
+        "patches": {key: _describe_patch(value) for key, value in sorted(patches.items())},
+    })
+    return encode, identity
+
+
+def _describe_patch(value: Any) -> Any:
+    """A JSON-able identity of one weight patch entry (strengths, sampled tensor values)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return fingerprint_tensors([("t", value)])
+    if isinstance(value, (list, tuple)):
+        return [_describe_patch(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe_patch(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    weights = getattr(value, "weights", None)  # comfy.weight_adapter adapters keep their tensors here
+    return [type(value).__qualname__, _describe_patch(weights) if weights is not None else None]
+
+
+def release_encoders(*patchers) -> int:
+    """Unload the ComfyUI models behind ``patchers`` (and their clones) and free the cache.
+
+    Returns how many loaded models were unloaded.
+    """
+    unloaded = 0
+    loaded = getattr(model_management, "current_loaded_models", None)
+    if loaded is None:
+        logger.info("this ComfyUI has no current_loaded_models; only emptying the cache")
+    else:
+        for i in range(len(loaded) - 1, -1, -1):
+            model = loaded[i].model
+            if model is not None and any(model is p or p.is_clone(model) for p in patchers):
+                loaded[i].model_unload()
+                loaded.pop(i)
+                unloaded += 1
+    model_management.soft_empty_cache()
+    return unloaded
+
+
+def histogram(dataset: Dataset):
+    """IMAGE ``(1, H, W, 3)``: samples per bucket (repeats counted)."""
+    counts = dataset.bucket_counts()
+    notes = (
+        f"{len(dataset)} images, {dataset.epoch_length} samples per epoch (repeats counted), {len(counts)} buckets",
+        f"{len(dataset.skipped)} skipped; encoded {dataset.stats.get('image_encodes', 0)} images and {dataset.stats.get('text_encodes', 0)} prompts this run",
+    )
+    return charts.bar_chart([b.label for b in counts], list(counts.values()), title="Dataset: samples per bucket (W x H)", notes=notes)
+
+
+def folder_signature(folder: Path) -> list:
+    """Names, sizes and modification times of the files the dataset reads."""
+    entries = []
+    if not folder.is_dir():
+        return ["missing", str(folder)]
+    dirs = [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and REPEAT_FOLDER.match(p.name))]
+    for d in dirs:
+        for p in sorted(d.iterdir()):
+            if p.is_file():
+                st = p.stat()
+                entries.append((str(p.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    return entries
+
+
+class DatasetNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{PREFIX}Dataset",
+            display_name="Dataset (FlowLoRA)",
+            category=CATEGORY,
+            description="Reads a folder of images with same-stem .txt captions, sorts them into aspect buckets, encodes them once with the VAE and text encoder (cached on disk), and frees both encoders before training.",
+            inputs=[
+                io.String.Input("folder", default="", tooltip="Folder of png/jpg/jpeg/webp images with same-stem .txt captions: an absolute path, or a folder inside ComfyUI's input folder. Subfolders named N_name (kohya) repeat their images N times."),
+                io.Vae.Input("vae", tooltip="The VAE of the model to train (the pixel_space VAE for pixel models). Used once, then unloaded."),
+                io.Clip.Input("clip", tooltip="The text encoder of the model to train; prompts are encoded as CLIPTextEncode does. Used once, then unloaded."),
+                io.String.Input("trigger", default="", tooltip="Trigger word put into every prompt through the template. Empty: the template's {trigger} and its separator are dropped."),
+                io.String.Input("template", default=DEFAULT_TEMPLATE, tooltip="Prompt template: {trigger}, {caption}, {think} (text after a ---think--- line in the caption) and {folder} (the name part of an N_name folder)."),
+                io.Float.Input("caption_dropout", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Probability that a training sample uses the empty prompt instead of its caption (the empty prompt's encoding is cached too)."),
+                io.Combo.Input("missing_caption", options=MISSING_CAPTION.names(), default="default", tooltip="Image without a .txt: default (use default_caption), folder_name (the N_name folder's name), skip the image, or fail the run."),
+                io.String.Input("default_caption", default="", tooltip="Caption for images without a .txt under missing_caption = default; empty leaves the trigger alone."),
+                io.Combo.Input("bad_files", options=list(BAD_FILE_POLICIES), default="skip", tooltip="Unreadable, truncated, empty, oversized or non-image files and non-UTF-8 captions: skip them with a warning naming the file, or fail the run."),
+                io.String.Input("background", default="#FFFFFF", tooltip="Colour under transparent pixels: #RRGGBB or r, g, b."),
+                io.Combo.Input("bucket_mode", options=list(bk.BUCKET_MODES), default="auto", tooltip="auto: buckets of about max_pixels for every aspect up to max_aspect. list: the sizes in bucket_list. sensenova_u1: U1's 11 official buckets (about 4 MP, step 32)."),
+                io.Int.Input("max_pixels", default=1024 * 1024, min=64 * 64, max=4096 * 4096, step=1024, tooltip="auto buckets: pixels per bucket (1024x1024 = 1048576)."),
+                io.Int.Input("bucket_step", default=16, min=1, max=256, tooltip="Bucket sides are multiples of this: Z-Image 16, SenseNova-U1 32, SD-style VAEs 8 or 64."),
+                io.Float.Input("max_aspect", default=4.0, min=1.0, max=16.0, step=0.1, tooltip="auto buckets: widest aspect ratio either way (4 = from 1:4 to 4:1)."),
+                io.String.Input("bucket_list", default="", multiline=True, tooltip="list mode: buckets as WIDTHxHEIGHT separated by commas or lines, e.g. 1024x1024, 1216x832, 832x1216."),
+                io.Boolean.Input("allow_upscale", default=False, tooltip="Off: an image smaller than its bucket gets its own bucket at native size (sides floored to bucket_step) instead of being enlarged."),
+                io.Combo.Input("crop", options=bk.CROPS.names(), default="center", tooltip="After scaling to cover the bucket: center crop, seeded random crop (one fixed crop per image), or stretch to the bucket without cropping (U1's official preprocessing)."),
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, tooltip="Seed of the random crops; training's shuffling uses the trainer's seed."),
+                io.Boolean.Input("use_cache", default=True, tooltip="Store encodings on disk (safetensors keyed by image content, bucket, crop, encoder and settings), so the next run with the same data skips the encoders."),
+                io.String.Input("cache_dir", default="", optional=True, tooltip="Where the cache lives. Empty: a .flowlora_cache folder inside the dataset folder (or ComfyUI's user folder when that is read-only)."),
+                io.Int.Input("pixel_limit", default=DEFAULT_PIXEL_LIMIT, min=1, max=MAX_PIXEL_LIMIT, optional=True, tooltip="Decompression-bomb limit: images with more pixels are rejected before decoding."),
+            ],
+            outputs=[
+                DatasetType.Output(display_name="dataset", tooltip="Encoded samples grouped by bucket, with their source paths; feed it to the trainer."),
+                io.Image.Output(display_name="buckets", tooltip="Bar chart of samples per bucket."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **kw) -> bool | str:
+        values = {k: kw[k] for k in CONFIG_INPUTS if k in kw}
+        values.setdefault("pixel_limit", DEFAULT_PIXEL_LIMIT)
+        if len(values) < len(CONFIG_INPUTS):
+            return True  # some widgets are linked; execute() validates
+        try:
+            build_config(**values)
+        except ConfigError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, folder: str, **kw) -> Any:
+        return folder_signature(resolve_folder(folder))
+
+    @classmethod
+    def execute(cls, folder: str, vae, clip, use_cache: bool, cache_dir: str = "", pixel_limit: int = DEFAULT_PIXEL_LIMIT, **kw) -> io.NodeOutput:
+        config = build_config(pixel_limit=pixel_limit, **kw)
+        path = resolve_folder(folder)
+        encode_image, image_id = vae_encoder(vae)
+        encode_text, text_id = clip_encoder(clip)
+        bar = comfy.utils.ProgressBar(1)
+
+        def progress(done: int, total: int) -> None:
+            model_management.throw_exception_if_processing_interrupted()
+            bar.update_absolute(done, total)
+
+        try:
+            dataset = prepare(path, config, Encoders(encode_image, encode_text, image_id, text_id), cache_folder(path, cache_dir) if use_cache else None, progress)
+        finally:
+            release_encoders(vae.patcher, clip.patcher)
+        return io.NodeOutput(dataset, histogram(dataset))
