@@ -158,3 +158,20 @@ def test_apply_model_is_the_trainer_path(u1):
         for p in head.parameters():
             p.requires_grad_(False)
             p.grad = None
+
+
+def test_live_server_workflow(server):
+    """The whole graph through ComfyUI's server: loader -> encode -> KSampler -> pixel_space VAE decode."""
+    write_tiny_checkpoint(server.base / "models" / "sensenova_u1" / "tiny")
+    prompt = {
+        "1": {"class_type": "FlowLoRAU1Loader", "inputs": {"checkpoint": "sensenova_u1/tiny", "shift": 3.0, "t_eps": 0.05, "weight_dtype": "checkpoint"}},
+        "2": {"class_type": "FlowLoRAU1PromptEncode", "inputs": {"text_encoder": ["1", 1], "prompt": "a lighthouse at dusk", "think": ""}},
+        "3": {"class_type": "EmptyChromaRadianceLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1], "latent_image": ["3", 0], "seed": 1, "steps": 8, "cfg": 4.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "5": {"class_type": "VAELoader", "inputs": {"vae_name": "pixel_space"}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["5", 0]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    entry = server.run_prompt(prompt, timeout=120)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert entry["outputs"]["7"]["images"]
