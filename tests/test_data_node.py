@@ -5,6 +5,8 @@ ComfyUI's own CLIP tokenizer. Encoder calls are counted on the real models.
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -35,13 +37,9 @@ def tiny_clip(seed: int = 0):
     import comfy.sd
     import comfy.sd1_clip
 
-    class Target:
-        params: dict = {}
-        clip = comfy.sd1_clip.SD1ClipModel
-        tokenizer = comfy.sd1_clip.SD1Tokenizer
-
+    target = types.SimpleNamespace(params={}, clip=comfy.sd1_clip.SD1ClipModel, tokenizer=comfy.sd1_clip.SD1Tokenizer)
     small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2, "projection_dim": 32}
-    clip = comfy.sd.CLIP(Target(), model_options={"clip_l_model_config": small})
+    clip = comfy.sd.CLIP(target, model_options={"clip_l_model_config": small})
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in clip.cond_stage_model.parameters():
