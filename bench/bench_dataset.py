@@ -50,9 +50,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from test_data_node import WIDGETS, count_calls, tiny_clip, tiny_vae
-
     from flowlora.nodes import dataset as node
+    from test_data_node import WIDGETS, count_calls, tiny_clip, tiny_vae
 
     vae, clip = tiny_vae(), tiny_clip()
     vae_calls = count_calls(vae.first_stage_model, "encode")
