@@ -26,13 +26,14 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
-from . import checkpoint, files, flow
+from . import checkpoint, files, flow, logs
 from .dropout import COND, ROUTES, ConditionDropout
 from .errors import require
 from .losses import LossConfig
@@ -170,8 +171,13 @@ class _Run:
     # -- state ---------------------------------------------------------------
 
     def random_state(self) -> dict:
-        """Generator states and data position: cheap, taken at every update boundary."""
-        return {"generators": {k: g.get_state() for k, g in self.generators.items()}, "data": self.task.data.state_dict()}
+        """Generator states, torch's global RNG (LoRA dropout) and the data position:
+        cheap, taken at every update boundary."""
+        return {
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "global_rng": torch.get_rng_state(),
+            "data": self.task.data.state_dict(),
+        }
 
     def capture(self) -> dict:
         """Everything needed to continue from the last update boundary.
@@ -195,6 +201,7 @@ class _Run:
         self.scheduler.load_state_dict(state["scheduler"])
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
+        torch.set_rng_state(state["global_rng"])
         self.task.data.load_state_dict(state["data"])
         self.window_start = self.random_state()
 
@@ -260,12 +267,18 @@ class _Run:
             log.warning("resume asked but %s does not exist; starting from step 0", task.state_path)
         last: dict = {}
         os.makedirs(os.path.dirname(os.path.abspath(task.log_path)), exist_ok=True)
+        if self.step > 0 and os.path.exists(task.log_path):
+            # drop records a killed run wrote after its last saved state
+            kept = [r for r in logs.read_records(task.log_path) if r.get("step", 0) <= self.step]
+            with files.atomic_open(task.log_path, "w") as f:
+                for record in kept:
+                    files.append_jsonl(f, record)
         with open(task.log_path, "a" if self.step > 0 else "w", encoding="utf-8") as log_file:
             while self.step < cfg.steps:
                 records = [self.micro_batch(1.0 / opt.grad_accumulation) for _ in range(opt.grad_accumulation)]
                 grad_norm = clip_gradients(self.params, opt.max_grad_norm)
                 if not math.isfinite(grad_norm):
-                    self.fail(f"non-finite gradient norm at step {self.step + 1} (samples {sum((r['sources'] for r in records), [])})")
+                    self.fail(f"non-finite gradient norm at step {self.step + 1} (samples {[s for r in records for s in r['sources']]})")
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.optimizer.step()
                 self.scheduler.step()
@@ -284,5 +297,12 @@ class _Run:
 
 
 def train(task: TrainTask) -> TrainResult:
-    """Run (or resume) the loop; see the module docstring for the step."""
-    return _Run(task).run()
+    """Run (or resume) the loop; see the module docstring for the step.
+
+    torch's global RNG (used by LoRA dropout) is seeded from the run's seed
+    inside ``torch.random.fork_rng``, so the host's RNG is left as it was.
+    """
+    devices = [task.device.index or 0] if task.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(task.config.seed + 10_007 * len(GENERATORS))
+        return _Run(task).run()

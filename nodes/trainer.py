@@ -1,0 +1,235 @@
+"""The LoRA Trainer node: trains on the MODEL it is given and returns it with the LoRA applied."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+from pathlib import Path
+
+import comfy.model_management
+import comfy.sd
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from .. import trainer_core
+from ..trainer_core import files
+from ..trainer_core.batching import EpochBatches
+from ..trainer_core.checkpointing import checkpointed
+from ..trainer_core.data.buckets import Bucket
+from ..trainer_core.data.dataset import Dataset, Sample
+from ..trainer_core.dropout import ConditionDropout
+from ..trainer_core.errors import ConfigError
+from ..trainer_core.logs import TrainingLog
+from ..trainer_core.loop import DTYPES, TrainConfig, TrainTask, train
+from ..trainer_core.lora.engine import LoraAdapters
+from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
+from . import training
+from .types import CATEGORY, PREFIX, Loss, Timesteps
+
+log = logging.getLogger(__name__)
+
+Dataset_ = io.Custom("FLOWLORA_DATASET")
+LoraConfig_ = io.Custom("FLOWLORA_LORA_CONFIG")
+Optimizer_ = io.Custom("FLOWLORA_OPTIMIZER")
+Log_ = io.Custom("FLOWLORA_LOG")
+
+
+def dataset_from_latents(latents: dict, positive: list, empty_prompt: list | None) -> Dataset:
+    """A LATENT batch and a CONDITIONING (one entry for all latents, or one per latent) as a Dataset."""
+    samples = latents["samples"]
+    if samples.ndim != 4:
+        raise ConfigError("latents", tuple(samples.shape), "must be an image LATENT (B, C, H, W)")
+    count = samples.shape[0]
+    if len(positive) not in (1, count):
+        raise ConfigError("positive", f"{len(positive)} entries", f"give one conditioning for all {count} latents or one per latent")
+    conditionings = tuple([entry] for entry in positive)
+    out = []
+    for i in range(count):
+        h, w = samples.shape[-2:]
+        out.append(Sample(source=Path(f"latent[{i}]"), bucket=Bucket(int(w) * 8, int(h) * 8), latent=samples[i].float(), prompt="", conditioning=i if len(positive) == count else 0))
+    return Dataset(tuple(out), conditionings, empty_prompt)
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    digest = hashlib.sha256()
+    for s in dataset.samples:
+        digest.update(s.latent.detach().float().cpu().numpy().tobytes())
+        digest.update(f"{s.prompt}|{s.repeats}|{s.bucket}".encode())
+    return digest.hexdigest()[:32]
+
+
+class LoraTrainer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{PREFIX}LoraTrainer",
+            display_name="LoRA Trainer (FlowLoRA)",
+            category=CATEGORY,
+            description="Trains a LoRA on the given flow model and returns the model with it applied, the LoRA file and the training log.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="The flow model to train on, as ComfyUI loaded it; LoRAs already applied (e.g. a training adapter) are trained on top of. It is not modified."),
+                Timesteps.Input("timesteps", tooltip="Timestep Sampler settings."),
+                Loss.Input("loss", tooltip="Loss Builder settings."),
+                LoraConfig_.Input("lora", tooltip="LoRA Config: targets, rank, alpha, unfrozen tensors."),
+                Optimizer_.Input("optimizer", tooltip="Optimizer Config: optimizer, lr, schedule, clipping, accumulation."),
+                io.Int.Input("steps", default=500, min=1, max=1_000_000, tooltip="Optimizer updates (each takes grad_accumulation batches). Ignored when epochs > 0."),
+                io.Int.Input("epochs", default=0, min=0, max=10_000, tooltip="If > 0, train this many passes over the dataset (repeats counted) instead of 'steps'."),
+                io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Images per batch; a batch never mixes aspect buckets."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of every random draw (batches, timesteps, noise, dropout, LoRA init). Same seed, same run."),
+                io.Float.Input("p_text", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Condition dropout: probability that a sample trains on the empty prompt instead of its caption (U1: 0.1)."),
+                io.Float.Input("p_both", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Condition dropout: probability of dropping text and image condition (U1: 0.1; in text-to-image also the empty prompt). p_text + p_both <= 1."),
+                io.Combo.Input("training_dtype", options=list(DTYPES), default="bf16", tooltip="Autocast precision of the forward pass; LoRA weights and optimizer stay fp32. Use fp32 on CPU or for exact tests."),
+                io.Boolean.Input("gradient_checkpointing", default=True, tooltip="Recompute block activations in the backward pass: much less memory, about 30% slower."),
+                io.Int.Input("save_every", default=0, min=0, max=1_000_000, tooltip="Also save the LoRA and resumable state every N updates (0: only at the end, on cancel and on failure)."),
+                io.String.Input("output_name", default="flowlora/my_lora", tooltip="File name under models/loras (subfolders allowed, no '..'); the log and resumable state are saved beside it."),
+                io.Boolean.Input("resume", default=False, tooltip="Continue from the resumable state saved beside output_name (after a cancel, failure or periodic save)."),
+                Dataset_.Input("dataset", optional=True, tooltip="A FlowLoRA Dataset (images, captions, buckets, cached latents). Or connect latents and positive instead."),
+                io.Latent.Input("latents", optional=True, tooltip="Training latents (B, C, H, W) from VAE Encode, when no dataset is connected."),
+                io.Conditioning.Input("positive", optional=True, tooltip="Captions for 'latents': one conditioning for all, or one entry per latent."),
+                io.Conditioning.Input("empty_prompt", optional=True, tooltip="Conditioning of the empty prompt, for condition dropout (a dataset carries its own)."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The input model with the trained LoRA applied as an ordinary LoRA patch."),
+                io.String.Output(display_name="lora_path", tooltip="Path of the saved LoRA file."),
+                Log_.Output(display_name="log", tooltip="Training log, for the plot nodes."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, output_name: str = "flowlora/my_lora", p_text: float = 0.0, p_both: float = 0.0, **_) -> bool | str:
+        try:
+            ConditionDropout(p_text, p_both)
+            training.lora_output_path(output_name)
+        except ConfigError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, dataset=None, latents=None, positive=None, empty_prompt=None) -> io.NodeOutput:
+        training.require_flow_model(model)
+        if dataset is None:
+            if latents is None or positive is None:
+                raise ConfigError("dataset", None, "connect a FlowLoRA Dataset, or both latents and positive")
+            dataset = dataset_from_latents(latents, positive, empty_prompt)
+        uncond = empty_prompt if empty_prompt is not None else dataset.empty_conditioning
+        lora_path = training.lora_output_path(output_name)
+        stem = lora_path[: -len(".safetensors")]
+        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        result, adapters_summary = run_training(
+            model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed,
+            ConditionDropout(p_text, p_both), training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id,
+        )
+        if result.stopped:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+        trained, _ = comfy.sd.load_lora_for_models(model, None, comfy.utils.load_torch_file(lora_path, safe_load=True), 1.0, 0.0)
+        run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})
+        return io.NodeOutput(trained, lora_path, run_log)
+
+
+def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, dropout, training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id):
+    """Load the model through ComfyUI's model management, attach adapters, run the loop."""
+    patcher = model.clone()
+    with training.training_mode():
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+        device = patcher.load_device
+        diffusion_model = patcher.model.diffusion_model
+        adapters = LoraAdapters.build(diffusion_model, lora, generator=torch.Generator().manual_seed(seed), device=device)
+        log.info("LoRA: %s", adapters.plan.summary())
+        batches = EpochBatches(dataset, batch_size, lambda x: patcher.model.process_latent_in(x.clone()))
+        total = steps if epochs == 0 else max(1, math.ceil(epochs * batches.steps_per_epoch() / optimizer.grad_accumulation))
+        config = TrainConfig(steps=total, batch_size=batch_size, seed=seed, save_every=save_every, dtype=training_dtype, dropout=dropout)
+        settings = {
+            "train": config.to_dict(),
+            "timesteps": timesteps.to_dict(),
+            "loss": loss.to_dict(),
+            "lora": lora.to_dict(),
+            "optimizer": optimizer.to_dict(),
+            "epochs": epochs,
+            "dataset": dict(dataset.settings),
+        }
+        identity = training.model_identity(patcher)
+        fingerprint = dataset_fingerprint(dataset)
+
+        def save_lora(step: int) -> str:
+            metadata = lora_metadata(
+                adapters,
+                **{
+                    "flowlora.version": trainer_core.__version__,
+                    "flowlora.schema": "1",
+                    "flowlora.training": settings,
+                    "flowlora.base_model": identity,
+                    "flowlora.step": str(step),
+                    "flowlora.dataset_fingerprint": fingerprint,
+                    "ss_network_module": "networks.lora",
+                    "ss_network_dim": str(lora.rank),
+                    "ss_network_alpha": str(lora.alpha),
+                    "ss_steps": str(step),
+                    "ss_output_name": os.path.basename(stem),
+                },
+            )
+            files.save_safetensors(lora_path, lora_state_dict(adapters), metadata)
+            return lora_path
+
+        progress = comfy.utils.ProgressBar(total)
+
+        def on_update(record: dict) -> None:
+            progress.update_absolute(record["step"], total)
+            text = f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}"
+            _progress_text(text, node_id)
+            if record["step"] % 10 == 0 or record["step"] == total:
+                log.info("FlowLoRA %s", text)
+
+        task = TrainTask(
+            denoiser=training.ComfyDenoiser(patcher, device),
+            data=batches,
+            trainable=_Trainable(adapters),
+            timesteps=timesteps,
+            loss=loss,
+            optimizer=optimizer,
+            config=config,
+            save_lora=save_lora,
+            log_path=stem + training.LOG_SUFFIX,
+            state_path=stem + training.STATE_SUFFIX,
+            device=device,
+            uncond=uncond,
+            noise_fn=training.noise_fn(patcher),
+            on_update=on_update,
+            should_stop=comfy.model_management.processing_interrupted,
+            resume=resume,
+        )
+        with adapters.attached(diffusion_model), checkpointed(diffusion_model, gradient_checkpointing):
+            result = train(task)
+    return result, adapters.plan.summary()
+
+
+@dataclasses.dataclass
+class _Trainable:
+    """The loop's view of the adapters: parameters and their state."""
+
+    adapters: LoraAdapters
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.adapters.lora_parameters() + self.adapters.unfrozen_parameters()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.adapters.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.adapters.load_state_dict(state)
+
+
+def _progress_text(text: str, node_id: str | None) -> None:
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if node_id is not None and instance is not None and hasattr(instance, "send_progress_text"):
+        instance.send_progress_text(text, node_id)
+
