@@ -18,6 +18,7 @@ from typing import Any
 import comfy.model_management as model_management
 import comfy.utils
 import folder_paths
+import torch
 from comfy_api.latest import io
 
 from ..trainer_core.data import buckets as bk
@@ -113,8 +114,6 @@ def clip_encoder(clip) -> tuple[Any, str]:
 
 def _describe_patch(value: Any) -> Any:
     """A JSON-able identity of one weight patch entry (strengths, sampled tensor values)."""
-    import torch
-
     if isinstance(value, torch.Tensor):
         return fingerprint_tensors([("t", value)])
     if isinstance(value, (list, tuple)):
