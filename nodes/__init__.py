@@ -9,12 +9,13 @@ from .lora import LORA_NODES
 from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
 from .timesteps import TimestepSampler
+from .trainer import LoraTrainer
 from .u1 import U1_NODES
 
 NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfigNode]
 NODES += U1_NODES
 NODES += LORA_NODES
-NODES += [DatasetNode]
+NODES += [DatasetNode, LoraTrainer]
 
 
 class FlowLoraExtension(ComfyExtension):
