@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import harness  # noqa: E402
+import harness
 
 harness.register_package()
 from flowlora.trainer_core.lora import LoraAdapters, LoraConfig  # noqa: E402

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from torch import Tensor
 

@@ -8,8 +8,7 @@ import os
 import pytest
 import torch
 from flowlora.trainer_core.errors import ConfigError
-from flowlora.trainer_core.lora import INITS, PRESETS, LoraConfig, read_metadata, save_lora
-from flowlora.trainer_core.lora import engine, patterns
+from flowlora.trainer_core.lora import INITS, PRESETS, LoraConfig, engine, patterns, read_metadata, save_lora
 from safetensors.torch import load_file
 
 

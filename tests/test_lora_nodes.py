@@ -60,7 +60,7 @@ def test_config_node_validation_and_zero_matches(env):
     assert lora.LoraConfigNode.validate_inputs(**CONFIG_WIDGETS) is True
     assert "rank" in lora.LoraConfigNode.validate_inputs(**{**CONFIG_WIDGETS, "rank": 0})
     assert "include" in lora.LoraConfigNode.validate_inputs(**{**CONFIG_WIDGETS, "include": "re:("})
-    with pytest.raises(ConfigError, match="close names: layers.0.feed_forward.w1"):
+    with pytest.raises(ConfigError, match=r"close names: layers\.0\.feed_forward\.w1"):
         lora.LoraConfigNode.execute(**{**CONFIG_WIDGETS, "preset": "custom", "include": "layers.0.feed_forwrd.w1"}, model=tm.tiny_zimage(seed=0))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import ConfigError
 

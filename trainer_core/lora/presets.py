@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..registry import Registry
 
-PRESETS: Registry["Preset"] = Registry("LoRA preset")
+PRESETS: Registry[Preset] = Registry("LoRA preset")
 
 
 @dataclass(frozen=True)
