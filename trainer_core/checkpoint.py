@@ -78,5 +78,5 @@ def load_state(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]
         metadata = f.metadata() or {}
         if metadata.get("format") != STATE_FORMAT:
             raise ValueError(f"{path} is not a FlowLoRA training state (format {metadata.get('format')!r})")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     return unflatten(tensors, json.loads(metadata["skeleton"])), json.loads(metadata["info"])
