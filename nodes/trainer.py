@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import comfy.model_management
-import comfy.sd
 import comfy.utils
 import torch
 from comfy_api.latest import io
@@ -28,6 +27,7 @@ from ..trainer_core.loop import DTYPES, TrainConfig, TrainTask, train
 from ..trainer_core.lora.engine import LoraAdapters
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
+from .lora_patch import apply_lora
 from .types import CATEGORY, PREFIX, Loss, Timesteps
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ class LoraTrainer(io.ComfyNode):
         )
         if result.stopped:
             comfy.model_management.throw_exception_if_processing_interrupted()
-        trained, _ = comfy.sd.load_lora_for_models(model, None, comfy.utils.load_torch_file(lora_path, safe_load=True), 1.0, 0.0)
+        trained, unloaded = apply_lora(model, comfy.utils.load_torch_file(lora_path, safe_load=True), 1.0)
+        if unloaded:
+            raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")
         run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})
         return io.NodeOutput(trained, lora_path, run_log)
 

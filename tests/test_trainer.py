@@ -75,7 +75,7 @@ def out(tiny_models, patcher, seed=7):
 
 
 def test_training_lowers_the_loss_and_leaves_the_base_alone(env):
-    tiny_models, Trainer, loras = env
+    tiny_models, Trainer, _ = env
     model = tiny_models.tiny_zimage(0)
     latents, positive = data()
     before = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
@@ -109,9 +109,9 @@ def test_training_lowers_the_loss_and_leaves_the_base_alone(env):
 def test_saved_file_through_stock_loader_equals_the_trainer_output(env):
     import nodes
 
-    tiny_models, Trainer, loras = env
+    tiny_models, Trainer, _ = env
     latents, positive = data(1)
-    trained, path, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=5, output_name="runs/b")).result
+    trained, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=5, output_name="runs/b")).result
     fresh = tiny_models.tiny_zimage(0)
     (loaded,) = nodes.LoraLoaderModelOnly().load_lora_model_only(fresh, "runs/b.safetensors", 1.0)
     diff = (out(tiny_models, loaded) - out(tiny_models, trained)).abs().max()
@@ -140,7 +140,7 @@ def test_trains_on_top_of_an_upstream_lora(env):
 
     latents, positive = data(2)
     kw = settings(steps=1, output_name="runs/c")
-    trained, _, run_log = Trainer.execute(model=with_upstream, latents=latents, positive=positive, **kw).result
+    _, _, run_log = Trainer.execute(model=with_upstream, latents=latents, positive=positive, **kw).result
     assert torch.equal(out(tiny_models, with_upstream), upstream_out), "incoming MODEL changed"
 
     # Replay the first micro-batch from the seed and score it with the upstream-patched model:
@@ -167,11 +167,11 @@ def test_trains_on_top_of_an_upstream_lora(env):
 
 
 def test_resume_equals_straight_run(env):
-    tiny_models, Trainer, loras = env
+    tiny_models, Trainer, _ = env
     latents, positive = data(3)
     _, p1, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/straight")).result
     Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=3, output_name="runs/resumed"))
-    resumed, p2, log2 = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/resumed", resume=True)).result
+    _, p2, log2 = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/resumed", resume=True)).result
     from safetensors.torch import load_file
 
     a, b = load_file(p1), load_file(p2)
