@@ -36,7 +36,6 @@ harness.register_package()
 from flowlora.trainer_core.models.u1 import U1Config, build_towers  # noqa: E402
 from flowlora.trainer_core.models.u1.config import LLMConfig, VisionConfig  # noqa: E402
 from flowlora.trainer_core.models.u1.presets import DEFAULT_UNFREEZE  # noqa: E402
-
 from tiny_u1 import tiny_config, tiny_state_dict  # noqa: E402
 
 log = logging.getLogger("bench_u1_memory")

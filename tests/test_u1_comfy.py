@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from flowlora.trainer_core.models.u1.checkpoint import load_towers
 from flowlora.trainer_core.models.u1.sampling import official_timesteps
-
 from tiny_u1 import write_tiny_checkpoint
 
 STEPS, CFG, SHIFT, SEED = 50, 4.0, 3.0, 7
@@ -16,7 +14,6 @@ STEPS, CFG, SHIFT, SEED = 50, 4.0, 3.0, 7
 @pytest.fixture(scope="module")
 def u1(comfy_root, tmp_path_factory):
     import folder_paths
-
     from flowlora.nodes.u1 import model as u1m
 
     root = tmp_path_factory.mktemp("diffusion_models")
@@ -30,10 +27,9 @@ def u1(comfy_root, tmp_path_factory):
 
 def test_loader_values_and_types(u1):
     import comfy.model_patcher
-
     from flowlora.nodes.u1 import model as u1m
 
-    folder, state, patcher, encoder = u1
+    _folder, state, patcher, encoder = u1
     assert isinstance(patcher, comfy.model_patcher.ModelPatcher)
     assert isinstance(patcher.model, u1m.U1Model)
     sd = patcher.model.diffusion_model.state_dict()
@@ -110,9 +106,9 @@ def _official_loop(folder, pos, neg, noise, steps, cfg, shift):
 def test_stock_ksampler_samples_to_image(u1):
     import comfy.sample
     import comfy.sd
-    import nodes
-
     from flowlora.nodes.u1.nodes import U1PromptEncode
+
+    import nodes
 
     folder, _, patcher, encoder = u1
     pos, neg = U1PromptEncode.execute(encoder, "a lighthouse at dusk").result

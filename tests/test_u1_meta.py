@@ -6,10 +6,9 @@ import re
 
 import pytest
 import torch
-from torch import nn
-
 from flowlora.trainer_core.models.u1 import U1_8B_MOT, U15_8B_MOT, build_towers
 from flowlora.trainer_core.models.u1.presets import DEFAULT_UNFREEZE, PRESETS, matches
+from torch import nn
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,11 @@ import json
 
 import pytest
 import torch
-
 from flowlora.trainer_core.errors import ConfigError
 from flowlora.trainer_core.models.u1 import PrefixKV, forward_uncached
 from flowlora.trainer_core.models.u1.checkpoint import INDEX_NAME, load_towers
 from flowlora.trainer_core.models.u1.layers import patchify32, unpatchify32
 from flowlora.trainer_core.models.u1.sampling import clamped_denoised, official_timesteps, raw_x0, u1_velocity
-
 from tiny_u1 import tiny_config, write_tiny_checkpoint
 
 
@@ -95,7 +93,7 @@ def test_cached_equals_uncached_forward_and_gradients(tiny):
 
 
 def test_prefix_changes_output(tiny):
-    _, _, cfg, prefix, gen = tiny
+    _, _, _cfg, prefix, gen = tiny
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         a = gen(x, torch.tensor([0.5]), prefix.encode(torch.tensor([[1, 2, 3]])))

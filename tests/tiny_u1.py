@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from flowlora.trainer_core.models.u1 import U1Config, build_towers
 from flowlora.trainer_core.models.u1.checkpoint import save_sharded
 from flowlora.trainer_core.models.u1.config import LLMConfig, VisionConfig

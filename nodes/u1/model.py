@@ -42,8 +42,7 @@ import comfy.ops
 import comfy.supported_models_base
 import torch
 
-from ...trainer_core.models.u1 import GenerationTower, PrefixKV, PrefixTower, U1Config
-from ...trainer_core.models.u1 import prompts
+from ...trainer_core.models.u1 import GenerationTower, PrefixKV, PrefixTower, U1Config, prompts
 from ...trainer_core.models.u1.checkpoint import load_towers
 from ...trainer_core.models.u1.sampling import clamped_denoised
 from ...trainer_core.registry import Registry
@@ -96,7 +95,7 @@ class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow):
 class U1DiffusionModel(GenerationTower):
     """The generation tower with ComfyUI's ``diffusion_model`` call signature."""
 
-    def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
+    def forward(self, x, timesteps, context=None, control=None, transformer_options=None, **kwargs):
         """``x (B, 3, H, W)``, ``timesteps`` = sigma ``(B,)``, ``context`` = packed prefix KV -> x0_hat."""
         if context is None:
             raise ValueError("SenseNova-U1 needs CONDITIONING from the 'U1 Prompt Encode (FlowLoRA)' node (its prefix KV); got none")
@@ -108,10 +107,10 @@ class U1DiffusionModel(GenerationTower):
 class U1ComfyConfig(comfy.supported_models_base.BASE):
     """Model config for ComfyUI: pixel-space latent, no unet creation (the tower is loaded)."""
 
-    unet_config = {"disable_unet_model_creation": True}
+    unet_config = {"disable_unet_model_creation": True}  # noqa: RUF012 (ComfyUI reads these class attributes)
     latent_format = comfy.latent_formats.ChromaRadiance
     memory_usage_factor = 0.03
-    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]  # noqa: RUF012
 
 
 class U1Model(comfy.model_base.BaseModel):

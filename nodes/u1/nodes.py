@@ -38,7 +38,7 @@ def checkpoint_folders() -> dict[str, str]:
         base = Path(root)
         if not base.is_dir():
             continue
-        candidates = [base] + sorted(p for p in base.iterdir() if p.is_dir())
+        candidates = [base, *sorted(p for p in base.iterdir() if p.is_dir())]
         candidates += sorted(q for p in candidates[1:] for q in p.iterdir() if q.is_dir())
         for folder in candidates:
             if is_checkpoint_dir(folder):

@@ -12,4 +12,4 @@
 from .config import U1_8B_MOT, U15_8B_MOT, U1Config
 from .towers import GenerationTower, PrefixKV, PrefixTower, build_towers, forward_uncached
 
-__all__ = ["U1Config", "U1_8B_MOT", "U15_8B_MOT", "GenerationTower", "PrefixKV", "PrefixTower", "build_towers", "forward_uncached"]
+__all__ = ["U1_8B_MOT", "U15_8B_MOT", "GenerationTower", "PrefixKV", "PrefixTower", "U1Config", "build_towers", "forward_uncached"]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ...errors import require
 
@@ -104,7 +105,7 @@ class U1Config:
         return min(s, self.noise_scale_max_value)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "U1Config":
+    def from_dict(cls, raw: Mapping[str, Any]) -> U1Config:
         """Build from the official ``config.json`` layout (unknown keys ignored)."""
         llm_raw = dict(raw.get("llm_config", {}))
         if "head_dim" not in llm_raw and "hidden_size" in llm_raw and "num_attention_heads" in llm_raw:
@@ -114,7 +115,7 @@ class U1Config:
         return cls(llm=_pick(LLMConfig, llm_raw), vision=_pick(VisionConfig, vis_raw), **top)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "U1Config":
+    def from_json(cls, path: str | Path) -> U1Config:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 

@@ -276,7 +276,7 @@ class ConvDecoderHead(nn.Module):
 
     def forward(self, h: Tensor, th: int, tw: int) -> Tensor:
         """``(B, N, D)`` -> image ``(B, 3, 32*th, 32*tw)``."""
-        b, n, d = h.shape
+        b, _, d = h.shape
         x = h.transpose(1, 2).reshape(b, d, th, tw)
         x = F.gelu(self.conv1(F.pixel_shuffle(x, 2)))
         x = self.conv2(F.pixel_shuffle(x, 2))

@@ -57,12 +57,12 @@ class PrefixKV:
         This is what the ComfyUI CONDITIONING carries (a ``(B, L, C)`` tensor,
         so ComfyUI's batching, device moves and batch repeats work on it).
         """
-        kv = torch.stack([torch.stack([k, v], dim=0) for k, v in zip(self.keys, self.values)], dim=0)  # (layers, 2, B, KV, L, hd)
+        kv = torch.stack([torch.stack([k, v], dim=0) for k, v in zip(self.keys, self.values, strict=True)], dim=0)  # (layers, 2, B, KV, L, hd)
         n_layers, _, b, n_kv, length, hd = kv.shape
         return kv.permute(2, 4, 0, 1, 3, 5).reshape(b, length, n_layers * 2 * n_kv * hd)
 
     @classmethod
-    def unpack(cls, packed: Tensor, num_layers: int, num_kv_heads: int, head_dim: int) -> "PrefixKV":
+    def unpack(cls, packed: Tensor, num_layers: int, num_kv_heads: int, head_dim: int) -> PrefixKV:
         """Inverse of :meth:`pack`; checks the channel count against the model."""
         b, length, c = packed.shape
         if c != num_layers * 2 * num_kv_heads * head_dim:
@@ -189,7 +189,7 @@ class GenerationTower(nn.Module):
         h = self.embed(x, t, noise_scale)
         pos = image_positions(prefix.length, th, tw, device=h.device)
         b = h.shape[0]
-        for layer, k, v in zip(self.language_model.model.layers, prefix.keys, prefix.values):
+        for layer, k, v in zip(self.language_model.model.layers, prefix.keys, prefix.values, strict=True):
             past = (_batch(k, b).to(h.device), _batch(v, b).to(h.device))
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 h = checkpoint(_layer_out, layer, h, pos, past, use_reentrant=False)
@@ -238,7 +238,7 @@ def forward_uncached(prefix_tower: PrefixTower, gen_tower: GenerationTower, inpu
     mask = torch.ones(length + n, length + n, dtype=torch.bool, device=xi.device)
     mask[:length, :length] = torch.tril(mask[:length, :length])
     mask[:length, length:] = False
-    for und, gen in zip(pm.layers, gm.layers):
+    for und, gen in zip(pm.layers, gm.layers, strict=True):
         qt, kt, vt = und.qkv(xt, pos_t)
         qi, ki, vi = gen.qkv(xi, pos_i)
         out = attend(torch.cat([qt, qi], 2), torch.cat([kt, ki], 2), torch.cat([vt, vi], 2), mask=mask)
