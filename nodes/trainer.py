@@ -92,9 +92,10 @@ class LoraTrainer(io.ComfyNode):
                 io.Latent.Input("latents", optional=True, tooltip="Training latents (B, C, H, W) from VAE Encode, when no dataset is connected."),
                 io.Conditioning.Input("positive", optional=True, tooltip="Captions for 'latents': one conditioning for all, or one entry per latent."),
                 io.Conditioning.Input("empty_prompt", optional=True, tooltip="Conditioning of the empty prompt, for condition dropout (a dataset carries its own)."),
+                io.Model.Input("apply_to", optional=True, tooltip="Model the output MODEL applies the trained LoRA to (default: 'model'). Connect the base model here when 'model' carries a training-only adapter, e.g. a de-distillation LoRA for Z-Image Turbo."),
             ],
             outputs=[
-                io.Model.Output(display_name="model", tooltip="The input model with the trained LoRA applied as an ordinary LoRA patch."),
+                io.Model.Output(display_name="model", tooltip="'apply_to' (or the input model) with the trained LoRA applied as an ordinary LoRA patch."),
                 io.String.Output(display_name="lora_path", tooltip="Path of the saved LoRA file."),
                 Log_.Output(display_name="log", tooltip="Training log, for the plot nodes."),
             ],
@@ -111,7 +112,7 @@ class LoraTrainer(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, dataset=None, latents=None, positive=None, empty_prompt=None) -> io.NodeOutput:
+    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None) -> io.NodeOutput:
         training.require_flow_model(model)
         if dataset is None:
             if latents is None or positive is None:
@@ -127,7 +128,7 @@ class LoraTrainer(io.ComfyNode):
         )
         if result.stopped:
             comfy.model_management.throw_exception_if_processing_interrupted()
-        trained, unloaded = apply_lora(model, comfy.utils.load_torch_file(lora_path, safe_load=True), 1.0)
+        trained, unloaded = apply_lora(apply_to if apply_to is not None else model, comfy.utils.load_torch_file(lora_path, safe_load=True), 1.0)
         if unloaded:
             raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")
         run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})

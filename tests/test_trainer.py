@@ -161,6 +161,12 @@ def test_trains_on_top_of_an_upstream_lora(env):
         mse_upstream = float((loaded_denoise(tiny_models, with_upstream, x, context, sigma) - batch.latents).square().mean())
         mse_base = float((loaded_denoise(tiny_models, base, x, context, sigma) - batch.latents).square().mean())
     logged = run_log.records()[0]
+    # apply_to: the trained LoRA on the base alone (the upstream adapter is training-only)
+    on_base, _, _ = Trainer.execute(model=with_upstream, latents=latents, positive=positive, apply_to=base, **settings(steps=1, output_name="runs/c2")).result
+    import nodes
+
+    (stock,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, "runs/c2.safetensors", 1.0)
+    assert (out(tiny_models, on_base) - out(tiny_models, stock)).abs().max() <= 1e-6
     assert logged["sigma"] == pytest.approx(sigma.tolist(), abs=1e-6)
     assert logged["x0_mse"] == pytest.approx(mse_upstream, rel=1e-4)
     assert abs(mse_upstream - mse_base) > 1e-3 * mse_base
