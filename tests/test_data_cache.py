@@ -37,13 +37,13 @@ def test_pack_round_trips_comfy_conditioning():
     cond = torch.randn(1, 7, 16)
     result = [[cond, {"pooled_output": cond.mean(1), "attention_mask": torch.ones(1, 7, dtype=torch.int64), "note": None, "scale": 1.5, "flag": True}]]
     tensors, skeleton = pack(result)
-    assert sorted(tensors) == ["t0", "t1", "t2"]
+    assert sorted(tensors) == ["result.0.0", "result.0.1.attention_mask", "result.0.1.pooled_output"]
     back = unpack(tensors, skeleton)
     assert isinstance(back, list) and isinstance(back[0], list) and isinstance(back[0][1], dict)
     assert torch.equal(back[0][0], cond) and back[0][1]["attention_mask"].dtype == torch.int64
     assert back[0][1]["note"] is None and back[0][1]["scale"] == 1.5 and back[0][1]["flag"] is True
     assert unpack(*pack((1, "a")))[1] == "a" and isinstance(unpack(*pack((1, "a"))), tuple)
-    with pytest.raises(TypeError, match=r"result\[0\]\[1\].hooks: object cannot be cached"):
+    with pytest.raises(TypeError, match=r"result\.0\.1\.hooks: object cannot be stored"):
         pack([[cond, {"hooks": object()}]])
 
 

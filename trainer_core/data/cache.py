@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor
 
+from .. import tensor_tree
 from ..files import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -86,49 +86,18 @@ def tensor_checksum(tensors: Mapping[str, Tensor]) -> str:
 
 
 def pack(obj: Any) -> tuple[dict[str, Tensor], str]:
-    """Split a nested structure into tensors and a JSON skeleton.
+    """Split an encoder result into tensors and a JSON skeleton (see :mod:`..tensor_tree`).
 
-    Supports tensors, lists, tuples, dicts with string keys, and None, bool,
-    int, finite float and str. Raises TypeError naming the first other value
-    (such as a ComfyUI hook object), which means "do not cache this".
+    Raises TypeError naming the first value that is not a tensor, container,
+    number or string (such as a ComfyUI hook object), which means "do not cache this".
     """
-    tensors: dict[str, Tensor] = {}
-
-    def walk(x: Any, path: str) -> Any:
-        if isinstance(x, Tensor):
-            name = f"t{len(tensors)}"
-            tensors[name] = x.detach().to("cpu").contiguous().clone()
-            return {"tensor": name}
-        if isinstance(x, (list, tuple)):
-            return {"list" if isinstance(x, list) else "tuple": [walk(v, f"{path}[{i}]") for i, v in enumerate(x)]}
-        if isinstance(x, dict):
-            if not all(isinstance(k, str) for k in x):
-                raise TypeError(f"{path}: dict with non-string keys cannot be cached")
-            return {"dict": {k: walk(v, f"{path}.{k}") for k, v in x.items()}}
-        if x is None or isinstance(x, (bool, int, str)) or (isinstance(x, float) and math.isfinite(x)):
-            return {"value": x}
-        raise TypeError(f"{path}: {type(x).__name__} cannot be cached")
-
-    skeleton = walk(obj, "result")
+    tensors, skeleton = tensor_tree.flatten(obj, "result")
     return tensors, json.dumps(skeleton, separators=(",", ":"))
 
 
 def unpack(tensors: Mapping[str, Tensor], skeleton: str) -> Any:
     """Inverse of :func:`pack`."""
-
-    def build(node: dict) -> Any:
-        (kind, value), = node.items()
-        if kind == "tensor":
-            return tensors[value]
-        if kind == "list":
-            return [build(v) for v in value]
-        if kind == "tuple":
-            return tuple(build(v) for v in value)
-        if kind == "dict":
-            return {k: build(v) for k, v in value.items()}
-        return value
-
-    return build(json.loads(skeleton))
+    return tensor_tree.unflatten(dict(tensors), json.loads(skeleton))
 
 
 # -------------------------------------------------------------------- cache
