@@ -98,3 +98,38 @@ def test_u15_conv_head():
         "fm_modules.fm_head.conv2.bias": (192,),
     }
     assert sum(torch.Size(s).numel() for s in head.values()) == 9_880_768
+
+
+@pytest.mark.parametrize(("preset", "wraps", "params"), [("u1_attn_mlp_no_head", 294, 203_685_888), ("u1_default", 296, 204_668_928), ("u1_attn_only", 168, 71_565_312)])
+def test_registry_presets_resolve_on_the_generation_tower(towers_8b, preset, wraps, params):
+    """The LoRA engine's registry presets + default unfreeze, on the tree the U1 MODEL's diffusion_model has."""
+    from flowlora.trainer_core.lora import LoraConfig, resolve
+    from flowlora.trainer_core.models.u1.presets import DEFAULT_UNFREEZE_PATTERNS
+
+    prefix, gen = towers_8b
+    plan = resolve(gen, LoraConfig(preset=preset, rank=64, alpha=64, unfreeze=DEFAULT_UNFREEZE_PATTERNS))
+    assert (len(plan.targets), plan.lora_numel) == (wraps, params)
+    assert plan.unfrozen_numel == 82_604_032
+    assert all(t.rows is None for t in plan.targets)
+    assert {t.name for t in plan.targets} == {t.module for t in plan.targets}
+    with pytest.raises(Exception, match="matched no Linear"):
+        resolve(prefix, LoraConfig(preset=preset))  # the understanding tower is never a target
+
+
+def test_spec_grammar(towers_8b):
+    from flowlora.trainer_core.errors import ConfigError
+    from flowlora.trainer_core.lora import LoraConfig, resolve
+    from flowlora.trainer_core.models.u1.presets import lora_settings, parse_spec
+
+    _, gen = towers_8b
+    assert parse_spec("attn=r64a64; mlp=r64a64; fm_head=r64a64").entries == PRESETS["default"].entries
+    assert parse_spec("all; fm_head=off").entries == PRESETS["attn_mlp_no_head"].entries
+    assert parse_spec("attn=r=128,a=128;mlp=r128;fm_head=on;fm_head=r128a128").entries == PRESETS["official_r128"].entries
+    assert parse_spec("self_attn.q_proj_mot_gen=r8a4").entries == (("self_attn.q_proj_mot_gen", 8, 4.0),)
+    plan = resolve(gen, LoraConfig(**lora_settings(parse_spec("all=r128a128"))))
+    assert (len(plan.targets), plan.lora_numel) == (296, 409_337_856)
+    for bad, field in (("nope=r4", "target"), ("attn=x", "lora spec"), ("attn=off", "lora spec")):
+        with pytest.raises(ConfigError, match=field):
+            parse_spec(bad)
+    with pytest.raises(ConfigError, match="mixes"):
+        lora_settings(parse_spec("attn=r4; mlp=r8"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..models.u1 import presets as _u1
 from ..registry import Registry
 
 PRESETS: Registry[Preset] = Registry("LoRA preset")
@@ -78,6 +79,32 @@ PRESETS.register("zimage_attn_ffn")(
         include=(*_ZIMAGE_ATTN, "layers.*.feed_forward.w1", "layers.*.feed_forward.w2", "layers.*.feed_forward.w3"),
         splits=_ZIMAGE_SPLITS,
         diffusers_names=_ZIMAGE_DIFFUSERS,
+    )
+)
+
+# ------------------------------------------------------------------ SenseNova-U1
+# Module names of the U1 MODEL's diffusion_model (the generation tower) are the
+# official ones, e.g. ``language_model.model.layers.0.self_attn.q_proj_mot_gen``
+# and ``fm_modules.fm_head.0``; targets come from train_u1's groups (models/u1/presets.py).
+
+PRESETS.register("u1_default")(
+    Preset(
+        description="SenseNova-U1 (train_u1 'default'): generation-tower attention q/k/v/o, MLP gate/up/down and the fm_head Linears (296 adapters on the 8B).",
+        include=_u1.include_patterns(("attn", "mlp", "fm_head")),
+    )
+)
+
+PRESETS.register("u1_attn_mlp_no_head")(
+    Preset(
+        description="SenseNova-U1 (train_u1 'attn_mlp_no_head', its default.yaml): generation-tower attention q/k/v/o and MLP gate/up/down (294 adapters on the 8B).",
+        include=_u1.include_patterns(("attn", "mlp")),
+    )
+)
+
+PRESETS.register("u1_attn_only")(
+    Preset(
+        description="SenseNova-U1 (train_u1 'attn_only'): generation-tower attention q/k/v/o (168 adapters on the 8B).",
+        include=_u1.include_patterns(("attn",)),
     )
 )
 

@@ -13,8 +13,11 @@ official checkpoint's names (e.g.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
+
+from ...errors import ConfigError
 
 TARGET_GROUPS = MappingProxyType(
     {
@@ -69,3 +72,82 @@ DEFAULT_UNFREEZE = (
 def matches(module_name: str, target: str) -> bool:
     """True when ``module_name`` is ``target`` or ends with ``"." + target``."""
     return module_name == target or module_name.endswith("." + target)
+
+
+def include_patterns(groups: tuple[str, ...]) -> tuple[str, ...]:
+    """LoRA-engine globs for the targets of ``groups``: each target as a full name or a dotted suffix.
+
+    ``("attn",)`` -> ``("self_attn.q_proj_mot_gen", "*.self_attn.q_proj_mot_gen", ...)``,
+    the :func:`matches` rule in the pattern grammar of :mod:`trainer_core.lora.patterns`.
+    """
+    return tuple(p for g in groups for t in TARGET_GROUPS[g] for p in (t, f"*.{t}"))
+
+
+def as_patterns(regexes: tuple[str, ...]) -> tuple[str, ...]:
+    """``re.search`` regexes (train_u1's ``unfreeze``) -> full-match ``re:`` patterns of the LoRA config."""
+    return tuple(f"re:.*(?:{r}).*" for r in regexes)
+
+
+DEFAULT_UNFREEZE_PATTERNS = as_patterns(DEFAULT_UNFREEZE)
+""":data:`DEFAULT_UNFREEZE` in the LoRA config's grammar (``LoraConfig(unfreeze=...)``)."""
+
+SPEC_DEFAULT_RANK = 64
+SPEC_OFF = ("off", "disable")
+_BODY = re.compile(r"^r(?P<r>\d+)(?:a(?P<a>\d+(?:\.\d+)?))?$|^r=(?P<r2>\d+),\s*a=(?P<a2>\d+(?:\.\d+)?)$")
+
+
+def parse_spec(spec: str) -> LoraPreset:
+    """train_u1's ``lora.spec`` grammar (spec 5.8) -> a :class:`LoraPreset` named ``"spec"``.
+
+    ``target=BODY`` entries separated by ``;``; a target is a name of
+    :data:`TARGET_GROUPS` (``attn``, ``mlp``, ``fm_head``), ``all``, or one
+    target suffix (``self_attn.q_proj_mot_gen``). BODY: ``rNaM``, ``rN``
+    (alpha = N), ``r=N,a=M``, ``off``/``disable``, or empty/``on`` (r64 a64).
+    Later entries override earlier ones for the same target.
+    """
+    chosen: dict[str, tuple[int, float] | None] = {}
+    for raw in spec.split(";"):
+        entry = raw.strip()
+        if not entry:
+            continue
+        target, _, body = entry.partition("=")
+        target, body = target.strip(), body.strip().lower()
+        if target == "all":
+            names = tuple(t for g in TARGET_GROUPS for t in TARGET_GROUPS[g])
+        elif target in TARGET_GROUPS:
+            names = TARGET_GROUPS[target]
+        elif any(target in TARGET_GROUPS[g] for g in TARGET_GROUPS):
+            names = (target,)
+        else:
+            known = ", ".join([*TARGET_GROUPS, "all", *(t for g in TARGET_GROUPS for t in TARGET_GROUPS[g])])
+            raise ConfigError("lora spec target", target, f"unknown; use one of {known}")
+        if body in SPEC_OFF:
+            value = None
+        elif body in ("", "on"):
+            value = (SPEC_DEFAULT_RANK, float(SPEC_DEFAULT_RANK))
+        else:
+            m = _BODY.match(body)
+            if m is None:
+                raise ConfigError("lora spec", entry, "write the body as rNaM, rN, r=N,a=M, on or off")
+            r = int(m["r"] or m["r2"])
+            a = m["a"] or m["a2"]
+            value = (r, float(a) if a is not None else float(r))
+        for name in names:
+            chosen[name] = value
+    entries = tuple((t, *v) for t, v in chosen.items() if v is not None)
+    if not entries:
+        raise ConfigError("lora spec", spec, "enables no target")
+    return LoraPreset("spec", entries)
+
+
+def lora_settings(preset: LoraPreset) -> dict:
+    """``LoraConfig`` keyword arguments for a U1 preset: ``preset="custom"``, ``include``, ``rank``, ``alpha``.
+
+    The LoRA engine uses one rank and alpha per run; a preset or spec mixing
+    ranks raises ConfigError naming it.
+    """
+    pairs = {(r, a) for _, r, a in preset.entries}
+    if len(pairs) != 1:
+        raise ConfigError("lora spec", preset.name, f"mixes ranks/alphas {sorted(pairs)}; FlowLoRA trains one rank and alpha per LoRA")
+    (rank, alpha), = pairs
+    return {"preset": "custom", "include": tuple(p for t in preset.targets for p in (t, f"*.{t}")), "rank": rank, "alpha": alpha}
