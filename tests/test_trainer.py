@@ -231,3 +231,22 @@ def test_non_finite_loss_names_step_and_sample_and_keeps_the_last_good_lora(env)
     assert "saved the last good LoRA" in str(err.value)
     with safe_open(str(loras / "runs" / "nan.safetensors"), "pt") as f:
         assert all(torch.isfinite(f.get_tensor(k)).all() for k in f.keys())
+
+
+def test_gradient_checkpointing_gives_the_same_lora_and_restores_the_blocks(env):
+    from safetensors.torch import load_file
+
+    tiny_models, Trainer, _ = env
+    latents, positive = data(6)
+    model = tiny_models.tiny_zimage(0)
+    _, plain, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=3, output_name="runs/plain")).result
+    _, ckpt, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=3, output_name="runs/ckpt", gradient_checkpointing=True)).result
+    a, b = load_file(plain), load_file(ckpt)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    assert all("forward" not in block.__dict__ for block in model.model.diffusion_model.layers)
+    from flowlora.trainer_core.checkpointing import checkpointed, transformer_blocks
+
+    layers = model.model.diffusion_model.layers
+    assert transformer_blocks(model.model.diffusion_model) == list(layers)  # what the trainer wrapped
+    with checkpointed(model.model.diffusion_model) as wrapped:
+        assert wrapped == len(layers) and all("forward" in block.__dict__ for block in layers)
