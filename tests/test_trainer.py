@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -250,3 +251,15 @@ def test_gradient_checkpointing_gives_the_same_lora_and_restores_the_blocks(env)
     assert transformer_blocks(model.model.diffusion_model) == list(layers)  # what the trainer wrapped
     with checkpointed(model.model.diffusion_model) as wrapped:
         assert wrapped == len(layers) and all("forward" in block.__dict__ for block in layers)
+
+
+def test_bf16_autocast_trains_and_saves_fp32_factors(env):
+    from safetensors.torch import load_file
+
+    tiny_models, Trainer, _ = env
+    latents, positive = data(7)
+    _, path, run_log = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=3, output_name="runs/bf16", training_dtype="bf16")).result
+    lora = load_file(path)
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in lora.values())
+    assert any(k.endswith("lora_B.weight") and t.abs().max() > 0 for k, t in lora.items())  # B moved off zero
+    assert all(math.isfinite(r["loss"]) for r in run_log.records())
