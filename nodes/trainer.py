@@ -189,7 +189,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
                 log.info("FlowLoRA %s", text)
 
         task = TrainTask(
-            denoiser=training.ComfyDenoiser(patcher, device),
+            denoiser=_network_x0(training.ComfyDenoiser(patcher, device), patcher),
             data=batches,
             trainable=_Trainable(adapters),
             timesteps=timesteps,
@@ -205,10 +205,23 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             on_update=on_update,
             should_stop=comfy.model_management.processing_interrupted,
             resume=resume,
+            settings=settings,
         )
         with adapters.attached(diffusion_model), checkpointed(diffusion_model, gradient_checkpointing):
             result = train(task)
     return result, adapters.plan.summary()
+
+
+def _network_x0(denoiser, patcher):
+    """Losses on the network's own x0 where the model_sampling clamps its denoised output.
+
+    A model_sampling with ``network_x0(sigma, denoised, x)`` (SenseNova-U1: below
+    sigma = t_eps) maps ComfyUI's denoised output back; others pass through.
+    """
+    to_x0 = getattr(patcher.get_model_object("model_sampling"), "network_x0", None)
+    if to_x0 is None:
+        return denoiser
+    return lambda x_sigma, sigma, conds: to_x0(sigma, denoiser(x_sigma, sigma, conds), x_sigma)
 
 
 @dataclasses.dataclass

@@ -186,6 +186,12 @@ def test_resume_equals_straight_run(env):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
     assert [r["step"] for r in log2.records()] == [1, 2, 3, 4, 5, 6]
 
+    from flowlora.trainer_core.lora.config import LoraConfig
+
+    other = settings(steps=8, output_name="runs/resumed", resume=True, lora=LoraConfig(preset="zimage_attn", rank=8, alpha=4))
+    with pytest.raises(ValueError, match=r"cannot resume .*resumed\.flowlora-state: it was trained with LoRA settings"):
+        Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **other)
+
 
 def test_cancel_saves_and_resume_finishes_the_same_run(env):
     import comfy.model_management as mm

@@ -132,6 +132,10 @@ class TrainTask:
     on_update: Callable[[dict], None] = lambda record: None
     should_stop: Callable[[], bool] = lambda: False
     resume: bool = False
+    settings: dict = field(default_factory=dict)
+    """JSON-ready settings of the run, saved with the state. On resume, a
+    different ``settings["lora"]`` (other tensors) is an error; other
+    differences (a new lr, more steps) are allowed and logged."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ class _Run:
     def save(self, reason: str) -> str:
         """Write the LoRA of the last boundary and the resumable state beside it."""
         lora_path = self.task.save_lora(self.step)
-        info = {"step": self.step, "reason": reason, "config": self.task.config.to_dict(), "lora": lora_path}
+        info = {"step": self.step, "reason": reason, "config": self.task.config.to_dict(), "settings": self.task.settings, "lora": lora_path}
         checkpoint.save_state(self.task.state_path, self.capture(), info)
         log.info("saved %s at step %d (%s)", lora_path, self.step, reason)
         return lora_path
@@ -260,7 +264,8 @@ class _Run:
     def run(self) -> TrainResult:
         task, cfg, opt = self.task, self.task.config, self.task.optimizer
         if task.resume and os.path.exists(task.state_path):
-            state, _ = checkpoint.load_state(task.state_path)
+            state, info = checkpoint.load_state(task.state_path)
+            check_resumable(info.get("settings", {}), task.settings, task.state_path)
             self.restore(state)
             log.info("resumed %s at step %d", task.state_path, self.step)
         elif task.resume:
@@ -294,6 +299,18 @@ class _Run:
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save("periodic")
         return TrainResult(self.step, False, self.save("finished"), last)
+
+
+def check_resumable(saved: dict, current: dict, path: str) -> None:
+    """Refuse to resume into different LoRA tensors; log other changed settings."""
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if "lora" in changed:
+        raise ValueError(
+            f"cannot resume {path}: it was trained with LoRA settings {saved.get('lora')}, now {current.get('lora')}; "
+            "restore those settings or choose a new output_name"
+        )
+    if changed:
+        log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
 
 
 def train(task: TrainTask) -> TrainResult:
