@@ -1,0 +1,125 @@
+"""FlowLoRA tiny stand-ins: a demo- and test-only ComfyUI custom node package.
+
+Not part of the pack (the pack's nodes live in ``nodes/``); ``make demo`` and the
+end-to-end tests link this folder into their own ComfyUI's ``custom_nodes``.
+It lets stock ComfyUI load the tiny Z-Image files that
+``scripts/make_demo_model.py`` writes, through ComfyUI's own extension points:
+
+- **Diffusion model**: ComfyUI's detection reads a Z-Image's width from
+  ``cap_embedder.1.weight`` and fills in heads and rotary axes only at the real
+  width 3840. :class:`TinyZImage`, a ``comfy.supported_models.ZImage`` whose
+  ``unet_extra_config`` gives those values for width 256, is added to
+  ``comfy.supported_models.models`` (the list detection walks), so the stock
+  **Load Diffusion Model** (UNETLoader) loads the tiny checkpoint as a real
+  Z-Image. It matches width 256 only; no real model has that width.
+- **Text encoder**: ComfyUI detects Qwen3-4B by key names and builds it at its
+  real size (36 layers, width 2560); the stock CLIPLoader offers no size
+  option. :class:`TinyTextEncoderLoader` calls the same ``comfy.sd.load_clip``
+  with ComfyUI's ``qwen3_4b_model_config`` model option (the hook ComfyUI's
+  text encoders read their size from), so detection, the Z-Image text encoder
+  class and the Qwen tokenizer are all ComfyUI's.
+- **VAE**: none needed; the demo VAE has the real Flux/Z-Image architecture
+  with random weights and loads through the stock VAELoader.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+log = logging.getLogger(__name__)
+
+TINY_ZIMAGE_WIDTH = 256
+TINY_ZIMAGE_EXTRA = {
+    "n_heads": 4,
+    "n_kv_heads": 4,
+    "axes_dims": [16, 24, 24],
+    "axes_lens": [256, 64, 64],
+    "rope_theta": 256.0,
+    "ffn_dim_multiplier": 8.0 / 3.0,
+    "z_image_modulation": True,
+    "time_scale": 1000.0,
+    "pad_tokens_multiple": 32,
+    "n_refiner_layers": 1,
+}
+"""What ComfyUI's detection fills in for Z-Image at width 3840, here for width 256 (DESIGN.md §4)."""
+
+TINY_TEXT_ENCODER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,  # ComfyUI reads layer -2; needs more than 2
+    "num_attention_heads": 1,
+    "num_key_value_heads": 1,
+}
+"""Qwen3 text encoder size (ComfyUI's ``Qwen3_4BConfig`` fields); width 32 = the tiny Z-Image's cap_feat_dim.
+
+The real vocabulary (151,936) stays so the bundled Qwen tokenizer's ids fit;
+ComfyUI fixes head_dim at 128.
+"""
+
+
+def tiny_zimage_class():
+    """A ``comfy.supported_models.ZImage`` subclass that detection matches at width 256."""
+    import comfy.supported_models
+
+    class TinyZImage(comfy.supported_models.ZImage):
+        unet_config: ClassVar[dict] = {"image_model": "lumina2", "dim": TINY_ZIMAGE_WIDTH}
+        unet_extra_config: ClassVar[dict] = dict(TINY_ZIMAGE_EXTRA)
+
+    return TinyZImage
+
+
+def register_tiny_zimage() -> bool:
+    """Put :class:`TinyZImage` first in ComfyUI's model list (once); True when added."""
+    import comfy.supported_models
+
+    if any(getattr(m, "__name__", "") == "TinyZImage" for m in comfy.supported_models.models):
+        return False
+    comfy.supported_models.models.insert(0, tiny_zimage_class())
+    log.info("FlowLoRA tiny stand-ins: UNETLoader now recognises width-%d Z-Image checkpoints", TINY_ZIMAGE_WIDTH)
+    return True
+
+
+try:
+    from comfy_api.latest import ComfyExtension, io
+except ImportError:  # imported outside ComfyUI (make_demo_model reads the constants above)
+    ComfyExtension = None
+
+if ComfyExtension is not None:
+
+    class TinyTextEncoderLoader(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            import folder_paths
+
+            return io.Schema(
+                node_id="FlowLoRATinyTextEncoderLoader",
+                display_name="Tiny Text Encoder Loader (FlowLoRA demo)",
+                category="FlowLoRA/demo",
+                description="Demo and tests only: loads the tiny Qwen3 text encoder written by scripts/make_demo_model.py with ComfyUI's own CLIP loading (the stock Load CLIP builds Qwen3-4B at its real size). Use the stock Load CLIP for real models.",
+                inputs=[
+                    io.Combo.Input("clip_name", options=folder_paths.get_filename_list("text_encoders"), tooltip="Tiny text encoder file in models/text_encoders."),
+                    io.Combo.Input("type", options=["lumina2"], default="lumina2", tooltip="lumina2: the Z-Image text encoder, as in the stock Load CLIP."),
+                ],
+                outputs=[io.Clip.Output(display_name="CLIP")],
+            )
+
+        @classmethod
+        def execute(cls, clip_name: str, type: str) -> io.NodeOutput:
+            import comfy.sd
+            import folder_paths
+
+            path = folder_paths.get_full_path_or_raise("text_encoders", clip_name)
+            clip_type = getattr(comfy.sd.CLIPType, type.upper())
+            options = {"qwen3_4b_model_config": dict(TINY_TEXT_ENCODER)}
+            clip = comfy.sd.load_clip(ckpt_paths=[path], embedding_directory=folder_paths.get_folder_paths("embeddings"), clip_type=clip_type, model_options=options)
+            return io.NodeOutput(clip)
+
+    class TinyExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type[io.ComfyNode]]:
+            # ComfyUI 0.3.75 calls get_node_list once at start-up and never on_load
+            register_tiny_zimage()
+            return [TinyTextEncoderLoader]
+
+    async def comfy_entrypoint() -> ComfyExtension:
+        return TinyExtension()
