@@ -8,6 +8,7 @@ from .dataset import DatasetNode
 from .lora import LORA_NODES
 from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
+from .plots import ImageGrid, TrainingPlots
 from .timesteps import TimestepSampler
 from .trainer import LoraTrainer
 from .u1 import U1_NODES
@@ -16,6 +17,7 @@ NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfig
 NODES += U1_NODES
 NODES += LORA_NODES
 NODES += [DatasetNode, LoraTrainer]
+NODES += [TrainingPlots, ImageGrid]
 
 
 class FlowLoraExtension(ComfyExtension):
