@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 DatasetType = io.Custom("FLOWLORA_DATASET")
 """A :class:`trainer_core.data.dataset.Dataset` (encoded samples, conditionings, source paths)."""
 
+U1TextEncoderType = io.Custom("FLOWLORA_U1_TEXT_ENCODER")
+"""SenseNova-U1's understanding tower + tokenizer (``nodes.u1.model.U1TextEncoder``)."""
+
 CACHE_FOLDER = ".flowlora_cache"
 CONFIG_INPUTS = ("trigger", "template", "caption_dropout", "missing_caption", "default_caption", "bad_files", "background", "bucket_mode", "max_pixels", "bucket_step", "max_aspect", "bucket_list", "allow_upscale", "crop", "seed", "pixel_limit")
 
@@ -112,6 +115,19 @@ def clip_encoder(clip) -> tuple[Any, str]:
     return encode, identity
 
 
+def text_encoder(clip, u1_text_encoder) -> tuple[Any, str, Any]:
+    """``(encode, identity, patcher)`` of the one connected text encoder: a CLIP or SenseNova-U1's.
+
+    U1's turns each prompt into the official prefix's KV (the empty prompt into
+    the official unconditional prefix), see ``U1TextEncoder.dataset_encoder``.
+    """
+    if (clip is None) == (u1_text_encoder is None):
+        raise ConfigError("clip", "both" if clip is not None else "none", "connect exactly one text encoder: clip, or u1_text_encoder for SenseNova-U1")
+    if u1_text_encoder is not None:
+        return (*u1_text_encoder.dataset_encoder(), u1_text_encoder.patcher)
+    return (*clip_encoder(clip), clip.patcher)
+
+
 def _describe_patch(value: Any) -> Any:
     """A JSON-able identity of one weight patch entry (strengths, sampled tensor values)."""
     if isinstance(value, torch.Tensor):
@@ -181,7 +197,7 @@ class DatasetNode(io.ComfyNode):
             inputs=[
                 io.String.Input("folder", default="", tooltip="Folder of png/jpg/jpeg/webp images with same-stem .txt captions: an absolute path, or a folder inside ComfyUI's input folder. Subfolders named N_name (kohya) repeat their images N times."),
                 io.Vae.Input("vae", tooltip="The VAE of the model to train (the pixel_space VAE for pixel models). Used once, then unloaded."),
-                io.Clip.Input("clip", tooltip="The text encoder of the model to train; prompts are encoded as CLIPTextEncode does. Used once, then unloaded."),
+                io.Clip.Input("clip", optional=True, tooltip="The text encoder of the model to train; prompts are encoded as CLIPTextEncode does. Used once, then unloaded. For SenseNova-U1 connect u1_text_encoder instead."),
                 io.String.Input("trigger", default="", tooltip="Trigger word put into every prompt through the template. Empty: the template's {trigger} and its separator are dropped."),
                 io.String.Input("template", default=DEFAULT_TEMPLATE, tooltip="Prompt template: {trigger}, {caption}, {think} (text after a ---think--- line in the caption) and {folder} (the name part of an N_name folder)."),
                 io.Float.Input("caption_dropout", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Probability that a training sample uses the empty prompt instead of its caption (the empty prompt's encoding is cached too)."),
@@ -200,6 +216,7 @@ class DatasetNode(io.ComfyNode):
                 io.Boolean.Input("use_cache", default=True, tooltip="Store encodings on disk (safetensors keyed by image content, bucket, crop, encoder and settings), so the next run with the same data skips the encoders."),
                 io.String.Input("cache_dir", default="", optional=True, tooltip="Where the cache lives. Empty: a .flowlora_cache folder inside the dataset folder (or ComfyUI's user folder when that is read-only)."),
                 io.Int.Input("pixel_limit", default=DEFAULT_PIXEL_LIMIT, min=1, max=MAX_PIXEL_LIMIT, optional=True, tooltip="Decompression-bomb limit: images with more pixels are rejected before decoding."),
+                U1TextEncoderType.Input("u1_text_encoder", optional=True, tooltip="SenseNova-U1 only, instead of clip: each prompt's prefix KV is computed once (official system message and template; text after a ---think--- line in the template goes into the think block) and the empty prompt is the official unconditional prefix. Template {trigger}, {caption} = train_u1 without think labels; add a line ---think--- and {think} to use them."),
             ],
             outputs=[
                 DatasetType.Output(display_name="dataset", tooltip="Encoded samples grouped by bucket, with their source paths; feed it to the trainer."),
@@ -224,11 +241,11 @@ class DatasetNode(io.ComfyNode):
         return folder_signature(resolve_folder(folder))
 
     @classmethod
-    def execute(cls, folder: str, vae, clip, use_cache: bool, cache_dir: str = "", pixel_limit: int = DEFAULT_PIXEL_LIMIT, **kw) -> io.NodeOutput:
+    def execute(cls, folder: str, vae, use_cache: bool, clip=None, cache_dir: str = "", pixel_limit: int = DEFAULT_PIXEL_LIMIT, u1_text_encoder=None, **kw) -> io.NodeOutput:
         config = build_config(pixel_limit=pixel_limit, **kw)
         path = resolve_folder(folder)
         encode_image, image_id = vae_encoder(vae)
-        encode_text, text_id = clip_encoder(clip)
+        encode_text, text_id, text_patcher = text_encoder(clip, u1_text_encoder)
         bar = comfy.utils.ProgressBar(1)
 
         def progress(done: int, total: int) -> None:
@@ -238,5 +255,5 @@ class DatasetNode(io.ComfyNode):
         try:
             dataset = prepare(path, config, Encoders(encode_image, encode_text, image_id, text_id), cache_folder(path, cache_dir) if use_cache else None, progress)
         finally:
-            release_encoders(vae.patcher, clip.patcher)
+            release_encoders(vae.patcher, text_patcher)
         return io.NodeOutput(dataset, histogram(dataset))

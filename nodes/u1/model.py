@@ -30,6 +30,7 @@ batches).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import comfy.conds
@@ -42,9 +43,10 @@ import comfy.ops
 import comfy.supported_models_base
 import torch
 
+from ...trainer_core.data.cache import fingerprint_tensors, make_key
 from ...trainer_core.models.u1 import GenerationTower, PrefixKV, PrefixTower, U1Config, prompts
 from ...trainer_core.models.u1.checkpoint import load_towers
-from ...trainer_core.models.u1.sampling import clamped_denoised
+from ...trainer_core.models.u1.sampling import clamped_denoised, raw_x0
 from ...trainer_core.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -56,14 +58,20 @@ WEIGHT_DTYPES.register("float16")(torch.float16)
 WEIGHT_DTYPES.register("float32")(torch.float32)
 
 BUNDLED_TOKENIZER = ("text_encoders", "qwen25_tokenizer")
+PREFIX_RULES = "official-v1"
+"""Names :func:`prompts.training_prefix` in dataset cache keys; change it when the prefix strings change."""
 
 
 def _sigma_view(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return comfy.model_sampling.reshape_sigma(sigma, x.ndim)
 
 
-class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow):
-    """x0 prediction, sigma = 1 - t, t_eps clamp, timestep shift, resolution noise scale."""
+class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+    """x0 prediction, sigma = 1 - t, t_eps clamp, timestep shift, resolution noise scale.
+
+    A CONST (flow) model_sampling like SD3's, so flow-only code paths (the
+    trainer, RF samplers) accept it; every CONST method is overridden here.
+    """
 
     def __init__(self, cfg: U1Config, shift: float, t_eps: float):
         super().__init__(None)
@@ -77,6 +85,14 @@ class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow):
     def calculate_denoised(self, sigma, model_output, model_input):
         """``model_output`` is U1's x0_hat; see :func:`clamped_denoised`."""
         return clamped_denoised(model_input, model_output, _sigma_view(sigma, model_output), self.t_eps)
+
+    def network_x0(self, sigma, denoised, model_input):
+        """The network's own x0 estimate from :meth:`calculate_denoised`'s output.
+
+        Differs from ``denoised`` only below sigma = t_eps (t > 1 - t_eps); U1's
+        x0 and v losses are taken on this (spec 5.5, 5.6), so the trainer uses it.
+        """
+        return raw_x0(model_input, denoised, _sigma_view(sigma, denoised), self.t_eps)
 
     def noise_scale(self, x: torch.Tensor) -> float:
         """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``."""
@@ -166,6 +182,29 @@ class U1TextEncoder:
         cond = self.encode_text(prompts.conditional_prefix(prompt, think.strip() or None))
         uncond = self.encode_text(prompts.UNCONDITIONAL_PREFIX)
         return cond, uncond
+
+    def dataset_encoder(self) -> tuple[Callable[[str], list], str]:
+        """``(encode, identity)`` for the Dataset node, like its CLIP encoder.
+
+        ``encode(prompt)`` returns U1 CONDITIONING ``[[kv (1, L, C), {"u1_prefix_length": L}]]``
+        of :func:`prompts.training_prefix` (the empty prompt: the official
+        unconditional prefix). ``identity`` changes with the weights, the
+        tokenizer and the prefix rules.
+        """
+
+        def encode(prompt: str) -> list:
+            kv = self.encode_text(prompts.training_prefix(prompt))
+            return [[kv, {"u1_prefix_length": kv.shape[1]}]]
+
+        identity = make_key({
+            "kind": "text",
+            "class": "sensenova_u1.prefix_kv",
+            "prefix_rules": PREFIX_RULES,
+            "tokenizer": [self.source, len(self.tokenizer)],
+            "weights": fingerprint_tensors(self.tower.state_dict().items()),
+            "compute_dtype": str(self.tower.compute_dtype),
+        })
+        return encode, identity
 
 
 def _ops_for(weight_dtype: torch.dtype, load_device):

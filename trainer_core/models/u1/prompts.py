@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ...data.captions import split_think
+
 log = logging.getLogger(__name__)
 
 SYSTEM_MESSAGE_FOR_GEN = (
@@ -47,6 +49,27 @@ def conditional_prefix(prompt: str, think: str | None = None) -> str:
     """The official conditional prefix; ``think`` fills the think block (train_u1's think label)."""
     body = f"<think>\n{think}\n</think>\n\n<img>" if think else "<think>\n\n</think>\n\n<img>"
     return f"<|im_start|>system\n{SYSTEM_MESSAGE_FOR_GEN}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{body}"
+
+
+OFFICIAL_TEMPLATE = "{trigger}, {caption}"
+"""Dataset template of train_u1's ``official`` user text without think labels (``use_think_labels: false``)."""
+
+OFFICIAL_THINK_TEMPLATE = "{trigger}, {caption}\n---think---\n{think}"
+"""Dataset template with the think label carried after a ``---think---`` line (``use_think_labels: true``)."""
+
+
+def training_prefix(prompt: str) -> str:
+    """A dataset prompt (rendered from a template above) -> the prefix string U1 trains on.
+
+    ``""`` (the dataset's empty prompt: caption and condition dropout) gives
+    :data:`UNCONDITIONAL_PREFIX`, byte for byte. Otherwise the text before a
+    ``---think---`` line is the user text and the text after it, if any, the
+    think label: ``conditional_prefix(user, think)`` (train_u1's ``official`` template).
+    """
+    if not prompt:
+        return UNCONDITIONAL_PREFIX
+    user, think = split_think(prompt)
+    return conditional_prefix(user, think)
 
 
 def user_text(caption: str, trigger: str = "") -> str:
