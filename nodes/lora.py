@@ -102,7 +102,7 @@ class LoraLoaderNode(io.ComfyNode):
         import folder_paths
 
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
-        lora = comfy.utils.load_torch_file(path, safe_load=True)
+        lora = official_u1_keys(model, comfy.utils.load_torch_file(path, safe_load=True))
         if strength_model == 0:
             return io.NodeOutput(model, f"{lora_name}: strength 0, not applied")
         with lora_patch.capture_unloaded() as unloaded:
@@ -111,6 +111,18 @@ class LoraLoaderNode(io.ComfyNode):
         if unloaded:
             log.warning("%s: %d of %d keys not loaded: %s", lora_name, len(unloaded), len(lora), ", ".join(unloaded))
         return io.NodeOutput(patched, report)
+
+
+def official_u1_keys(model, lora: dict) -> dict:
+    """SenseNova-U1's official LoRA files (bare parameter names, e.g. the 8-step LoRA) as ComfyUI keys; other files unchanged."""
+    from ..trainer_core.models.u1 import official_lora
+
+    if not official_lora.is_official(lora):
+        return lora
+    from .u1.model import base_weights
+
+    log.info("SenseNova-U1 official LoRA format: converting %d keys to ComfyUI's", len(lora))
+    return official_lora.official_to_comfy(lora, base_weights(model))
 
 
 def loader_report(lora_name: str, path: str, n_keys: int, unloaded: list[str]) -> str:

@@ -207,6 +207,16 @@ class U1TextEncoder:
         return encode, identity
 
 
+def base_weights(patcher) -> dict[str, torch.Tensor]:
+    """The MODEL's generation-tower tensors by official name, without ComfyUI's LoRA patches.
+
+    ``get_key_patches`` gives each weight's backup when ComfyUI has patched it
+    in place, else the weight itself (no copies).
+    """
+    prefix = "diffusion_model."
+    return {k[len(prefix):]: v[0][0] for k, v in patcher.get_key_patches(prefix).items()}
+
+
 def _ops_for(weight_dtype: torch.dtype, load_device):
     compute = comfy.model_management.unet_manual_cast(weight_dtype, load_device, U1ComfyConfig.supported_inference_dtypes)
     return comfy.ops.pick_operations(weight_dtype, compute), compute

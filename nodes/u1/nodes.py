@@ -9,6 +9,9 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io
 
+from ...trainer_core import files
+from ...trainer_core.errors import ConfigError
+from ...trainer_core.models.u1 import official_lora
 from ...trainer_core.models.u1.checkpoint import is_checkpoint_dir
 from ..types import CATEGORY, PREFIX
 from . import model as u1
@@ -102,3 +105,38 @@ class U1PromptEncode(io.ComfyNode):
     def execute(cls, text_encoder: u1.U1TextEncoder, prompt: str, think: str = "") -> io.NodeOutput:
         cond, uncond = text_encoder.encode(prompt, think or "")
         return io.NodeOutput([[cond, {"u1_prefix_length": cond.shape[1]}]], [[uncond, {"u1_prefix_length": uncond.shape[1]}]])
+
+
+OFFICIAL_SUFFIX = ".u1_official.safetensors"
+
+
+class U1SaveOfficialLora(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{PREFIX}U1SaveOfficialLora",
+            display_name="SenseNova-U1 Save Official LoRA (FlowLoRA)",
+            category=CATEGORY,
+            description="Writes a FlowLoRA LoRA trained on SenseNova-U1 in the official inference format (<param>.lora_down.weight, .lora_up.weight, .alpha; fully trained tensors under their own names), beside the original as <name>.u1_official.safetensors.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="The SenseNova-U1 MODEL the LoRA was trained on: fully trained tensors are saved as its weights plus the trained change."),
+                io.String.Input("lora_path", default="", tooltip="The FlowLoRA LoRA file: connect the trainer's lora_path, or type a path."),
+                io.Boolean.Input("include_full_tensors", default=True, tooltip="On: also save the fully trained fm_modules tensors at their names (train_u1's loader reads them). Off: LoRA keys only, which the official --lora_path loader needs (it fails on full bias tensors); the fully trained part, and head adapters folded into it, are then left out."),
+            ],
+            outputs=[io.String.Output(display_name="official_path", tooltip="Path of the file written.")],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_path: str, include_full_tensors: bool = True) -> io.NodeOutput:
+        import comfy.utils
+
+        path = lora_path.strip()
+        if not path.endswith(".safetensors") or not os.path.isfile(path):
+            raise ConfigError("lora_path", lora_path, "must be an existing .safetensors LoRA file (connect the trainer's lora_path)")
+        lora = comfy.utils.load_torch_file(path, safe_load=True)
+        official = official_lora.to_official(lora, u1.base_weights(model), include_full=include_full_tensors)
+        out = path[: -len(".safetensors")] + OFFICIAL_SUFFIX
+        files.save_safetensors(out, official, {"format": "sensenova_u1.lora", "naming": "lora_down/lora_up/.alpha", "source": os.path.basename(path)})
+        log.info("official SenseNova-U1 LoRA: %s (%d tensors)", out, len(official))
+        return io.NodeOutput(out)
