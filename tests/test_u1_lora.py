@@ -115,6 +115,8 @@ def test_official_file_merged_by_the_official_formula_equals_our_model(env, trai
     assert effect > 1e-3  # the LoRA changes the output
     assert diff <= 1e-4
 
+    schema = U1SaveOfficialLora.define_schema()
+    assert schema.node_id == "FlowLoRAU1SaveOfficialLora" and all(i.tooltip for i in schema.inputs)
     # LoRA keys only: what the official --lora_path loader accepts
     (lean_path,) = U1SaveOfficialLora.execute(model=base, lora_path=path, include_full_tensors=False).result
     assert set(load_file(lean_path)) == set(official) - full

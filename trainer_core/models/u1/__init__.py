@@ -7,6 +7,8 @@
 - :mod:`.prompts`: the official prefixes and the tokenizer.
 - :mod:`.presets`: LoRA presets and unfreeze patterns as data.
 - :mod:`.sampling`: schedule and the t_eps clamp in sigma terms.
+- :mod:`.recipes`: the U1 report's five ablation configurations as loss/timestep/dropout settings.
+- :mod:`.official_lora`: the official LoRA file format (export, reference merge, ComfyUI keys).
 """
 
 from .config import U1_8B_MOT, U15_8B_MOT, U1Config
