@@ -225,8 +225,14 @@ class _LoraHook:
     """Forward hook of one Linear: adds the deltas of its adapters to the output.
 
     Several adapters on one layer (row slices) share one ``A`` matmul: their
-    ``A`` factors are stacked to ``(n * rank, in)``; each ``B`` then maps its
-    ``rank`` block to its rows, and rows no adapter covers get zeros.
+    ``A`` factors are stacked to ``(n * rank, in)``, and their ``B`` factors are
+    placed block-diagonally in one ``(out, n * rank)`` matrix (zeros on rows no
+    adapter covers), so the whole update is one fused ``addmm``::
+
+        y = addmm(W x, h, B_full^T),   h = (alpha / rank) * A_stack dropout(x)
+
+    The small ``B_full`` is rebuilt each call from the ``B`` parameters, so
+    gradients reach each ``B``; no ``(tokens, out)`` temporary is written.
     """
 
     def __init__(self, owner: LoraAdapters, targets: list[Target], out_features: int):
@@ -245,23 +251,26 @@ class _LoraHook:
         a_list = [owner.lora_A[k] for k in self.keys]
         a = a_list[0] if len(a_list) == 1 else torch.cat(a_list, 0)
         h = F.linear(x, a.to(x.dtype)) * owner.scale  # (..., n * rank)
-        if self.targets[0].rows is None:
-            delta = F.linear(h, owner.lora_B[self.keys[0]].to(h.dtype))
-        else:
-            delta = self._sliced(h)
-        return output + delta.to(output.dtype)
+        b = self._b_full().to(output.dtype)  # (out, n * rank)
+        flat = torch.addmm(output.reshape(-1, output.shape[-1]), h.reshape(-1, h.shape[-1]).to(output.dtype), b.t())
+        return flat.view(output.shape)
 
-    def _sliced(self, h: Tensor) -> Tensor:
-        pieces, pos, r = [], 0, self.rank
-        for i, (t, k) in enumerate(zip(self.targets, self.keys, strict=True)):
+    def _b_full(self) -> Tensor:
+        """``(out, n * rank)``: each adapter's ``B`` on its rows and its ``rank`` columns."""
+        bs = [self.owner.lora_B[k] for k in self.keys]
+        if self.targets[0].rows is None:
+            return bs[0]
+        n, r = len(bs), self.rank
+        blocks, pos = [], 0
+        for i, (t, b) in enumerate(zip(self.targets, bs, strict=True)):
             start, size = t.rows
             if start > pos:
-                pieces.append(h.new_zeros(*h.shape[:-1], start - pos))
-            pieces.append(F.linear(h[..., i * r:(i + 1) * r], self.owner.lora_B[k].to(h.dtype)))
+                blocks.append(b.new_zeros(start - pos, n * r))
+            blocks.append(torch.cat([b.new_zeros(size, i * r), b, b.new_zeros(size, (n - 1 - i) * r)], dim=1))
             pos = start + size
         if pos < self.out_features:
-            pieces.append(h.new_zeros(*h.shape[:-1], self.out_features - pos))
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
+            blocks.append(bs[0].new_zeros(self.out_features - pos, n * r))
+        return torch.cat(blocks, dim=0)
 
 
 def _init_a(init: str, rank: int, in_features: int, gen: torch.Generator) -> Tensor:
