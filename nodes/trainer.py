@@ -7,6 +7,7 @@ import hashlib
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 
 import comfy.model_management
@@ -241,11 +242,8 @@ class _Trainable:
 
 
 def _progress_text(text: str, node_id: str | None) -> None:
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
-    instance = getattr(PromptServer, "instance", None)
+    """Show ``text`` under the node in the ComfyUI frontend (when a server is running)."""
+    server = sys.modules.get("server")  # ComfyUI's server module, only when ComfyUI runs as a server
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if node_id is not None and instance is not None and hasattr(instance, "send_progress_text"):
         instance.send_progress_text(text, node_id)
-
