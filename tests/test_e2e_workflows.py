@@ -1,0 +1,119 @@
+"""Every shipped workflow, end to end through a real ComfyUI server.
+
+Each ``workflows/*.json`` is converted to API format with the pack's own
+converter (``scripts/workflow_api.py``) against the live server's
+``/object_info`` and queued on ``/prompt`` of ComfyUI 0.3.75 (``main.py --cpu``)
+with tiny stand-in model files under the names the workflow expects
+(``tests/standins``). Stand-ins and test-only edits, stated plainly:
+
+- the stock **CLIPLoader** is replaced in the converted prompt by
+  ``FlowLoRATinyTextEncoderLoader`` (from ``scripts/flowlora_tiny``), because
+  ComfyUI builds Qwen3-4B at its real size whatever the file; the stock
+  UNETLoader and VAELoader and the pack's U1 loader load their stand-ins as
+  they are (the tiny Z-Image width is registered with ComfyUI's detection);
+- sampling latents are 64 x 64 pixels, U1 trains 3 steps (not 6000) and samples
+  6 Euler steps (not 50), grid cells are 96 px; everything else (recipes, cfg,
+  shift, seeds, epochs of the AC-RF and demo graphs) is as shipped.
+
+The checks: the run succeeds; every trainer wrote its LoRA with FlowLoRA
+metadata and its log; every SaveImage wrote its images (plots, sample
+sheets); a run with a bad input ends in an execution error and the server
+serves the next prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import harness
+import pytest
+import standins  # puts scripts/ on sys.path
+import workflow_api
+
+WORKFLOWS = sorted((harness.REPO / "workflows").glob("*.json"))
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, comfy_root):
+    """A server with the stand-ins in its base directory, and its /object_info."""
+    base = tmp_path_factory.mktemp("e2e-base")
+    standins.prepare_base(base)
+    with harness.comfy_server(base) as server:
+        yield server, server.get("/object_info", timeout=120)
+
+
+def fresh(server) -> None:
+    """Ask ComfyUI to drop its node cache (POST /free), so each workflow really runs.
+
+    The prompt worker reads the flag when it next wakes (at most a second later).
+    """
+    status, _ = server.post("/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    time.sleep(1.5)
+
+
+def api_prompt(path: Path, object_info: dict) -> dict:
+    return standins.adapt_for_test(workflow_api.to_api(json.loads(path.read_text(encoding="utf-8")), object_info))
+
+
+def failure(entry: dict, server) -> str:
+    messages = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
+    return json.dumps(messages, indent=1)[:4000] + "\n" + server.log_text()[-3000:]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_runs(e2e, path):
+    server, object_info = e2e
+    prompt = api_prompt(path, object_info)
+    fresh(server)
+    started = time.monotonic()
+    entry = server.run_prompt(prompt, timeout=600)
+    assert entry["status"]["status_str"] == "success", failure(entry, server)
+    print(f"{path.name}: {time.monotonic() - started:.1f} s")
+
+    trainers = [n for n in prompt.values() if n["class_type"] == "FlowLoRALoraTrainer"]
+    assert trainers, f"{path.name} trains nothing"
+    for node in trainers:
+        stem = server.base / "models" / "loras" / node["inputs"]["output_name"]
+        lora = stem.with_name(stem.name + ".safetensors")
+        assert lora.is_file(), lora
+        from safetensors import safe_open
+
+        with safe_open(str(lora), "pt") as f:
+            metadata = f.metadata()
+            assert any(k.endswith("lora_A.weight") for k in f.keys())
+        training = json.loads(metadata["flowlora.training"])
+        assert {"timesteps", "loss", "lora", "optimizer"} <= set(training), sorted(training)
+        assert metadata["flowlora.step"] and metadata["flowlora.base_model"]
+        assert stem.with_name(stem.name + ".log.jsonl").stat().st_size > 0
+
+    saves = {i: n for i, n in prompt.items() if n["class_type"] == "SaveImage"}
+    assert any("plots_sheet" in n["inputs"]["filename_prefix"] for n in saves.values())
+    assert any("plots_" not in n["inputs"]["filename_prefix"] for n in saves.values())  # a sample sheet
+    for node_id, node in saves.items():
+        images = entry["outputs"].get(node_id, {}).get("images", [])
+        assert images, f"{path.name}: SaveImage {node_id} ({node['inputs']['filename_prefix']}) wrote nothing"
+        for image in images:
+            assert (server.base / "output" / image["subfolder"] / image["filename"]).stat().st_size > 0
+
+
+def test_bad_input_is_an_execution_error_and_the_server_goes_on(e2e):
+    server, object_info = e2e
+    demo = harness.REPO / "workflows" / "demo_tiny.json"
+    prompt = api_prompt(demo, object_info)
+    dataset = next(n for n in prompt.values() if n["class_type"] == "FlowLoRADataset")
+    dataset["inputs"]["folder"] = "no/such/folder"
+    entry = server.run_prompt(prompt, timeout=300)
+    assert entry["status"]["status_str"] == "error"
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and errors[0]["node_type"] == "FlowLoRADataset"
+    assert "no/such/folder" in errors[0]["exception_message"], errors[0]["exception_message"]
+    server.assert_alive()
+
+    good = api_prompt(demo, object_info)
+    entry = server.run_prompt(good, timeout=300)
+    assert entry["status"]["status_str"] == "success", failure(entry, server)
