@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import harness
@@ -51,8 +52,10 @@ def fresh(server) -> None:
 
     The prompt worker reads the flag when it next wakes (at most a second later).
     """
-    status, _ = server.post("/free", {"unload_models": True, "free_memory": True})
-    assert status == 200
+    body = json.dumps({"unload_models": True, "free_memory": True}).encode()
+    request = urllib.request.Request(server.url + "/free", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # answers 200 with an empty body
+        assert response.status == 200
     time.sleep(1.5)
 
 
@@ -63,6 +66,18 @@ def api_prompt(path: Path, object_info: dict) -> dict:
 def failure(entry: dict, server) -> str:
     messages = [m for m in entry["status"].get("messages", []) if m[0] == "execution_error"]
     return json.dumps(messages, indent=1)[:4000] + "\n" + server.log_text()[-3000:]
+
+
+def test_shipped_json_matches_the_specs(e2e):
+    """workflows/*.json are what scripts/build_workflows.py makes from this server's /object_info."""
+    import build_workflows
+
+    _, object_info = e2e
+    built = build_workflows.build_all(object_info)
+    assert sorted(built) == sorted(p.stem for p in WORKFLOWS)
+    for name, workflow in built.items():
+        shipped = json.loads((harness.REPO / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
+        assert shipped == workflow, f"workflows/{name}.json is out of date: run scripts/build_workflows.py"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
