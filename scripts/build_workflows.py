@@ -74,13 +74,14 @@ class Workflow:
     nodes: list[Node] = field(default_factory=list)
     groups: list[tuple[str, list[Node], str]] = field(default_factory=list)
 
-    def add(self, node_type: str, pos: tuple[float, float], *, title: str | None = None, mode: int = 0, size=None, color=None, **values) -> Node:
-        node = Node(len(self.nodes) + 1, node_type, pos, values, title, mode, size, color)
+    def add(self, node_type: str, pos: tuple[float, float], *, node_title: str | None = None, mode: int = 0, size=None, color=None, **values) -> Node:
+        """A node; ``values`` are widget values and links (``other["OUTPUT"]``) by input name."""
+        node = Node(len(self.nodes) + 1, node_type, pos, values, node_title, mode, size, color)
         self.nodes.append(node)
         return node
 
     def note(self, text: str, pos: tuple[float, float], size: tuple[float, float] = (420, 300), title: str | None = None, markdown: bool = True) -> Node:
-        return self.add("MarkdownNote" if markdown else "Note", pos, title=title, size=size, text=text.strip() + "\n")
+        return self.add("MarkdownNote" if markdown else "Note", pos, node_title=title, size=size, text=text.strip() + "\n")
 
     def group(self, title: str, nodes: list[Node], colour: str) -> None:
         self.groups.append((title, nodes, colour))
@@ -284,10 +285,10 @@ def acrf_recipe(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     """Timestep Sampler, Loss Builder, LoRA Config and Optimizer Config of the AC-RF report."""
     r = ACRF_RECIPE
     nodes = {
-        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), title="AC-RF anchors: K 10, shift 3, jitter 0.02", **r["timesteps"]),
-        "loss": wf.add("FlowLoRALossBuilder", (x + 370, y), title="Charbonnier + 0.1 cos + 0.1 FFT, Min-SNR 5", **r["loss"]),
-        "lora": wf.add("FlowLoRALoraConfig", (x + 370, y + 420), title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
-        "optimizer": wf.add("FlowLoRAOptimizerConfig", (x + 740, y), title="AdamW8bit 1e-4, cosine w/ restarts, accum 4", **r["optimizer"]),
+        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title="AC-RF anchors: K 10, shift 3, jitter 0.02", **r["timesteps"]),
+        "loss": wf.add("FlowLoRALossBuilder", (x + 370, y), node_title="Charbonnier + 0.1 cos + 0.1 FFT, Min-SNR 5", **r["loss"]),
+        "lora": wf.add("FlowLoRALoraConfig", (x + 370, y + 420), node_title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
+        "optimizer": wf.add("FlowLoRAOptimizerConfig", (x + 740, y), node_title="AdamW8bit 1e-4, cosine w/ restarts, accum 4", **r["optimizer"]),
     }
     wf.group("3. AC-RF recipe", list(nodes.values()), GROUP_COLOURS["recipe"])
     return nodes
@@ -295,14 +296,14 @@ def acrf_recipe(wf: Workflow, x: float, y: float) -> dict[str, Node]:
 
 def zimage_samples(wf: Workflow, model: Out, clip: Out, vae: Out, prompts: tuple[str, ...], x: float, y: float, label: str, size: int, seed: int) -> tuple[Out, list[Node]]:
     """ModelSamplingAuraFlow(3) -> one KSampler (8 steps, cfg 1, euler/simple) per prompt -> a batch of images."""
-    shifted = wf.add("ModelSamplingAuraFlow", (x, y), title=f"{label}: shift 3", model=model, shift=3.0)
+    shifted = wf.add("ModelSamplingAuraFlow", (x, y), node_title=f"{label}: shift 3", model=model, shift=3.0)
     latent = wf.add("EmptySD3LatentImage", (x, y + 120), width=size, height=size, batch_size=1)
     members = [shifted, latent]
     images: Out | None = None
     for i, text in enumerate(prompts):
-        positive = wf.add("CLIPTextEncode", (x + 370, y + i * 330), title=f"prompt {i + 1}", text=text, clip=clip)
+        positive = wf.add("CLIPTextEncode", (x + 370, y + i * 330), node_title=f"prompt {i + 1}", text=text, clip=clip)
         negative = wf.add("ConditioningZeroOut", (x + 370, y + i * 330 + 200), conditioning=positive["CONDITIONING"])
-        sample = wf.add("KSampler", (x + 740, y + i * 330), title=f"{label}: prompt {i + 1}", model=shifted["MODEL"], positive=positive["CONDITIONING"], negative=negative["CONDITIONING"], latent_image=latent["LATENT"],
+        sample = wf.add("KSampler", (x + 740, y + i * 330), node_title=f"{label}: prompt {i + 1}", model=shifted["MODEL"], positive=positive["CONDITIONING"], negative=negative["CONDITIONING"], latent_image=latent["LATENT"],
                         seed=seed, steps=8, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0)
         decoded = wf.add("VAEDecode", (x + 1100, y + i * 330), samples=sample["LATENT"], vae=vae)
         members += [positive, negative, sample, decoded]
@@ -382,16 +383,16 @@ def acrf_zimage_turbo() -> Workflow:
     unet = wf.add("UNETLoader", (0, 0), unet_name=ZIMAGE_FILES["unet"], weight_dtype="default")
     clip = wf.add("CLIPLoader", (0, 160), clip_name=ZIMAGE_FILES["clip"], type="lumina2", device="default")
     vae = wf.add("VAELoader", (0, 340), vae_name=ZIMAGE_FILES["vae"])
-    adapter = wf.add("LoraLoaderModelOnly", (0, 480), title="Load LoRA (training adapter)", mode=4, model=unet["MODEL"], lora_name=TRAINING_ADAPTER, strength_model=1.0)
+    adapter = wf.add("LoraLoaderModelOnly", (0, 480), node_title="Load LoRA (training adapter)", mode=4, model=unet["MODEL"], lora_name=TRAINING_ADAPTER, strength_model=1.0)
     adapter_note = wf.note(ADAPTER_NOTE, (0, 640), (340, 420), title="Optional training adapter")
     wf.group("1. Models", [unet, clip, vae, adapter, adapter_note], GROUP_COLOURS["models"])
     dataset = wf.add("FlowLoRADataset", (420, 0), folder=ACRF_DATASET, vae=vae["VAE"], clip=clip["CLIP"], trigger="", bucket_mode="auto", max_pixels=1024 * 1024, bucket_step=16, max_aspect=4.0, crop="center", seed=0)
-    buckets = wf.add("PreviewImage", (420, 900), size=(340, 260), title="buckets", images=dataset["buckets"])
+    buckets = wf.add("PreviewImage", (420, 900), size=(340, 260), node_title="buckets", images=dataset["buckets"])
     wf.group("2. Dataset", [dataset, buckets], GROUP_COLOURS["data"])
     recipe = acrf_recipe(wf, 840, 0)
-    histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), title="timestep histogram", images=recipe["timesteps"]["histogram"])
+    histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), node_title="timestep histogram", images=recipe["timesteps"]["histogram"])
     trainer = wf.add(
-        "FlowLoRALoraTrainer", (1980, 0), title="LoRA Trainer: batch 1, 10 epochs",
+        "FlowLoRALoraTrainer", (1980, 0), node_title="LoRA Trainer: batch 1, 10 epochs",
         model=adapter["MODEL"], apply_to=unet["MODEL"], dataset=dataset["dataset"],
         timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
         steps=500, epochs=10, batch_size=1, seed=0, training_dtype="bf16", gradient_checkpointing=True, save_every=0, output_name="flowlora/acrf_zimage_turbo", resume=False,
@@ -449,19 +450,19 @@ def u1_recipe(wf: Workflow, name: str, x: float, y: float) -> dict[str, Node]:
     else:
         t = dict(sampler="logit_normal", mean=-0.8, std=0.8, space="t", clamp_min=0.05, clamp_max=0.95)
     return {
-        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), title=f"{label}: {sampler} t", preview_axis="t", **t),
-        "loss": wf.add("FlowLoRALossBuilder", (x, y + 820), title=f"{label}: {primary}", primary=primary, primary_weight=1.0, weighting="none", t_eps=0.05),
+        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title=f"{label}: {sampler} t", preview_axis="t", **t),
+        "loss": wf.add("FlowLoRALossBuilder", (x, y + 820), node_title=f"{label}: {primary}", primary=primary, primary_weight=1.0, weighting="none", t_eps=0.05),
     }
 
 
 def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     loader = wf.add("FlowLoRAU1Loader", (x, y), checkpoint=U1_CHECKPOINT, shift=3.0, t_eps=0.05, weight_dtype="checkpoint")
-    vae = wf.add("VAELoader", (x, y + 200), title="pixel_space VAE", vae_name="pixel_space")
+    vae = wf.add("VAELoader", (x, y + 200), node_title="pixel_space VAE", vae_name="pixel_space")
     wf.group("1. SenseNova-U1", [loader, vae], GROUP_COLOURS["models"])
     dataset = wf.add("FlowLoRADataset", (x, y + 380), folder=U1_DATASET, vae=vae["VAE"], u1_text_encoder=loader["text_encoder"], trigger="", template="{trigger}, {caption}\n---think---\n{think}",
                      bucket_mode="sensenova_u1", bucket_step=32, crop="stretch", seed=0)
-    lora = wf.add("FlowLoRALoraConfig", (x + 370, y), title="LoRA r64 / a64 + fm_modules in full", preset="u1_attn_mlp_no_head", rank=64, alpha=64.0, unfreeze=U1_UNFREEZE)
-    optimizer = wf.add("FlowLoRAOptimizerConfig", (x + 370, y + 520), title="PagedAdamW8bit 5e-5", optimizer="paged_adamw8bit", learning_rate=5e-5, schedule="constant", grad_accumulation=1, max_grad_norm=1.0)
+    lora = wf.add("FlowLoRALoraConfig", (x + 370, y), node_title="LoRA r64 / a64 + fm_modules in full", preset="u1_attn_mlp_no_head", rank=64, alpha=64.0, unfreeze=U1_UNFREEZE)
+    optimizer = wf.add("FlowLoRAOptimizerConfig", (x + 370, y + 520), node_title="PagedAdamW8bit 5e-5", optimizer="paged_adamw8bit", learning_rate=5e-5, schedule="constant", grad_accumulation=1, max_grad_norm=1.0)
     wf.group("2. Dataset and shared settings (table 3)", [dataset, lora, optimizer], GROUP_COLOURS["data"])
     return {"loader": loader, "vae": vae, "dataset": dataset, "lora": lora, "optimizer": optimizer}
 
@@ -469,7 +470,7 @@ def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
 def u1_trainer(wf: Workflow, shared: dict[str, Node], recipe: dict[str, Node], name: str, x: float, y: float) -> Node:
     label, _, _, p_text, p_both = U1_RUNS[name]
     return wf.add(
-        "FlowLoRALoraTrainer", (x, y), title=f"Train {label}",
+        "FlowLoRALoraTrainer", (x, y), node_title=f"Train {label}",
         model=shared["loader"]["MODEL"], dataset=shared["dataset"]["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"],
         lora=shared["lora"]["lora"], optimizer=shared["optimizer"]["optimizer"],
         steps=6000, epochs=0, batch_size=1, seed=U1_SEED, p_text=p_text, p_both=p_both, training_dtype="bf16", gradient_checkpointing=True, save_every=500,
@@ -482,7 +483,7 @@ def u1_samples(wf: Workflow, model: Out, shared: dict[str, Node], conds: list[No
     members: list[Node] = []
     images: Out | None = None
     for i, cond in enumerate(conds):
-        sample = wf.add("KSampler", (x, y + i * 300), title=f"{label}: prompt {i + 1}", model=model, positive=cond["positive"], negative=cond["negative"], latent_image=latent["LATENT"],
+        sample = wf.add("KSampler", (x, y + i * 300), node_title=f"{label}: prompt {i + 1}", model=model, positive=cond["positive"], negative=cond["negative"], latent_image=latent["LATENT"],
                         seed=U1_SEED, steps=50, cfg=4.0, sampler_name="euler", scheduler="simple", denoise=1.0)
         decoded = wf.add("VAEDecode", (x + 360, y + i * 300), samples=sample["LATENT"], vae=shared["vae"]["VAE"])
         members += [sample, decoded]
@@ -496,8 +497,8 @@ def u1_samples(wf: Workflow, model: Out, shared: dict[str, Node], conds: list[No
 
 
 def u1_prompts(wf: Workflow, shared: dict[str, Node], x: float, y: float) -> tuple[list[Node], Node]:
-    conds = [wf.add("FlowLoRAU1PromptEncode", (x, y + i * 260), title=f"prompt {i + 1}", text_encoder=shared["loader"]["text_encoder"], prompt=text, think="") for i, text in enumerate(U1_PROMPTS)]
-    latent = wf.add("EmptyChromaRadianceLatentImage", (x, y + len(U1_PROMPTS) * 260), title="1024 x 1024 pixels", width=1024, height=1024, batch_size=1)
+    conds = [wf.add("FlowLoRAU1PromptEncode", (x, y + i * 260), node_title=f"prompt {i + 1}", text_encoder=shared["loader"]["text_encoder"], prompt=text, think="") for i, text in enumerate(U1_PROMPTS)]
+    latent = wf.add("EmptyChromaRadianceLatentImage", (x, y + len(U1_PROMPTS) * 260), node_title="1024 x 1024 pixels", width=1024, height=1024, batch_size=1)
     wf.group("Fixed prompts (report 5.1: samples 00, 02, 07)", [*conds, latent], GROUP_COLOURS["samples"])
     return conds, latent
 
@@ -602,7 +603,7 @@ def demo_tiny() -> Workflow:
     recipe["optimizer"].values.update(optimizer="adamw", learning_rate=1e-3, grad_accumulation=1)
     recipe["optimizer"].title = "AdamW 1e-3 (tiny model), cosine w/ restarts"
     trainer = wf.add(
-        "FlowLoRALoraTrainer", (1980, 0), title="LoRA Trainer: 40 steps",
+        "FlowLoRALoraTrainer", (1980, 0), node_title="LoRA Trainer: 40 steps",
         model=unet["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
         steps=40, epochs=0, batch_size=1, seed=0, training_dtype="fp32", gradient_checkpointing=False, save_every=20, output_name="flowlora/demo_tiny", resume=False,
     )
