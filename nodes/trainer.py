@@ -143,6 +143,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
         comfy.model_management.load_models_gpu([patcher], force_full_load=True)
         device = patcher.load_device
         diffusion_model = patcher.model.diffusion_model
+        training.own_tensors(diffusion_model)  # weights a loader node made under inference_mode
         adapters = LoraAdapters.build(diffusion_model, lora, generator=torch.Generator().manual_seed(seed), device=device)
         log.info("LoRA: %s", adapters.plan.summary())
         batches = EpochBatches(dataset, batch_size, lambda x: patcher.model.process_latent_in(x.clone()))

@@ -136,6 +136,27 @@ def training_mode():
                 comfy.model_management.in_training = previous
 
 
+def own_tensors(module: torch.nn.Module) -> int:
+    """Replace inference-mode parameters and buffers of ``module`` by plain copies (same values).
+
+    ComfyUI runs every node under ``torch.inference_mode()``, so a model a
+    loader node built holds inference tensors, which autograd cannot save for
+    backward. Call inside :func:`training_mode`; later runs find nothing to
+    replace. Returns how many tensors were replaced.
+    """
+    replaced = 0
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and p.is_inference():
+                sub._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                replaced += 1
+        for name, b in list(sub._buffers.items()):
+            if b is not None and b.is_inference():
+                sub._buffers[name] = b.clone()
+                replaced += 1
+    return replaced
+
+
 def lora_output_path(name: str) -> str:
     """``<models/loras>/<name>.safetensors``; names that leave the folder are refused."""
     clean = name.strip().replace("\\", "/")

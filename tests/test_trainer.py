@@ -269,3 +269,14 @@ def test_bf16_autocast_trains_and_saves_fp32_factors(env):
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in lora.values())
     assert any(k.endswith("lora_B.weight") and t.abs().max() > 0 for k, t in lora.items())  # B moved off zero
     assert all(math.isfinite(r["loss"]) for r in run_log.records())
+
+
+def test_trains_a_model_loaded_under_inference_mode(env):
+    """ComfyUI runs loader nodes under torch.inference_mode(); their weights are inference tensors."""
+    tiny_models, Trainer, _ = env
+    with torch.inference_mode():
+        model = tiny_models.tiny_zimage(0)
+        latents, positive = data(8)
+    assert next(model.model.diffusion_model.parameters()).is_inference()
+    _, _, run_log = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=2, output_name="runs/inference")).result
+    assert [r["step"] for r in run_log.records()] == [1, 2]

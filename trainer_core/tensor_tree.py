@@ -20,17 +20,25 @@ def flatten(obj: Any, prefix: str = "s") -> tuple[dict[str, torch.Tensor], Any]:
     """``(tensors, skeleton)``; tensor names are paths like ``s.optimizer.state.0.exp_avg``.
 
     Tensors are detached CPU copies that own their memory (safetensors
-    refuses views of shared storage). Any other type raises ``TypeError``
-    naming its path.
+    refuses views of shared storage); a tensor object met twice is stored once
+    and comes back as one object. Any other type raises ``TypeError`` naming
+    its path.
     """
     tensors: dict[str, torch.Tensor] = {}
+    names: dict[int, str] = {}  # id of a tensor already stored -> its name
+    storages: set[int] = set()
 
     def walk(x: Any, path: str) -> Any:
         if isinstance(x, torch.Tensor):
+            if id(x) in names:  # the same tensor twice (bitsandbytes shares its qmaps): store once
+                return {"__tensor__": names[id(x)]}
             t = x.detach().to("cpu").contiguous()
-            if t.untyped_storage().nbytes() != t.numel() * t.element_size():
-                t = t.clone()
+            storage = t.untyped_storage()
+            if storage.nbytes() != t.numel() * t.element_size() or storage.data_ptr() in storages:
+                t = t.clone()  # a view, or memory shared with another stored tensor
+            storages.add(t.untyped_storage().data_ptr())
             tensors[path] = t
+            names[id(x)] = path
             return {"__tensor__": path}
         if isinstance(x, dict):
             return {"__dict__": [[k, walk(v, f"{path}.{k}")] for k, v in x.items()]}
