@@ -28,6 +28,21 @@ else
   comfy=$repo/.comfyui/ComfyUI
 fi
 
+# 0. optional: Debian's Chromium for the browser test (tests/test_browser_workflows.py).
+#    Checked on every run (one `command -v`); installed only as root with apt-get.
+#    Without it that test skips and says why. FLOWLORA_NO_CHROMIUM=1 leaves it out.
+if [ "${FLOWLORA_NO_CHROMIUM:-}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium for the browser test (apt-get)"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null; then
+      log "could not install chromium: the browser test will skip"
+    fi
+  else
+    log "no chromium and not root with apt-get: the browser test will skip (apt-get install chromium to run it)"
+  fi
+fi
+
 stamp_src=$(cat scripts/host.sh requirements.txt requirements-dev.txt 2>/dev/null; echo "$comfy|$TORCH_PIN")
 stamp=$(printf '%s' "$stamp_src" | sha256sum | cut -c1-16)
 stamp_file=$VENV/.flowlora-host-$stamp

@@ -1,0 +1,504 @@
+"""ComfyUI's own frontend in headless Chromium, for checking workflows as a user opens them.
+
+The host serves the frontend from ``comfyui-frontend-package``; :class:`Frontend`
+opens it in Debian's Chromium through Playwright (its driver ships inside the
+PyPI wheel; no browser download), waits for ``window.app`` with the pack's
+node definitions registered, and loads a workflow with ``app.loadGraphData``
+exactly as dropping the file on the canvas does. :meth:`Frontend.load_workflow`
+then reports, from inside the page:
+
+* node types that ``LiteGraph.registered_node_types`` lacks, both in the JSON
+  and in the loaded graph, and the types the frontend passed to its
+  "missing nodes" dialog;
+* links that do not join existing nodes and slots, that the two ends do not
+  both reference, or whose types do not connect (``LiteGraph.isValidConnection``);
+* nodes or links that the frontend dropped while loading;
+* console errors, uncaught page errors, and dialogs left open.
+
+:func:`check_workflow_json` checks the same link facts on the file itself, so a
+report names the file's own node ids, slots and link ids.
+
+:func:`skip_reason` says why the browser cannot run here (Playwright not
+installed, no Chromium); ``scripts/host.sh`` installs both where it can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# From the machine notes: headless as root, with no network beyond loopback.
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    # The frontend asks api.comfy.org for release notes and node-registry data;
+    # answer every non-loopback name at once instead of waiting on DNS.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+)
+VIEWPORT = {"width": 2400, "height": 1350}  # a whole training graph at a zoom where titles still read
+
+# Settings the frontend would otherwise greet a new user with (templates browser
+# on first start). Written to the server's user settings before the page loads.
+FRONTEND_SETTINGS = {
+    "Comfy.TutorialCompleted": True,
+    "Comfy.Workflow.ShowMissingModelsWarning": False,  # the models are not on a test host
+    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Minimap.Visible": False,  # it would cover a corner of the screenshots
+    "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # draw titles and widgets at any zoom, not grey boxes
+}
+
+# Console errors that the stock frontend prints on every start of a fresh,
+# offline host, whatever the workflow: optional user files that do not exist
+# (user.css, comfy.templates.json, the workflows folder), the favicon, and
+# api.comfy.org which this machine cannot reach.
+BENIGN_RESOURCE_ERROR = "Failed to load resource"
+# The 1.32 settings store calls onChange on a setting it has no definition for
+# during start-up ("Cannot read properties of undefined (reading 'id')" at
+# onChange <- useSettingStore.set); it happens on an empty host too.
+BENIGN_STARTUP_STACKS = (("Cannot read properties of undefined (reading 'id')", "at onChange"),)
+
+INIT_SCRIPT = """
+localStorage.setItem('vueNodesBannerDismissed', 'true');
+(() => {
+  const original = console.error;
+  console.error = (...args) => {
+    original(...args.map(a => (a && a.stack) ? String(a.stack) : a));
+  };
+})();
+"""
+
+READY_JS = """
+(packType) => !!(window.app && window.app.graph && window.app.canvas && window.app.vueAppReady
+  && window.LiteGraph && window.LiteGraph.registered_node_types
+  && (packType in window.LiteGraph.registered_node_types)
+  && window.app.graph.nodes.length > 0)
+"""
+
+# Loads one workflow and inspects the graph the frontend built from it.
+LOAD_AND_CHECK_JS = r"""
+async ({workflow, name}) => {
+  const app = window.app, LG = window.LiteGraph;
+  const registered = LG.registered_node_types;
+  const result = {missing_types: [], missing_in_graph: [], missing_dialog: null, link_problems: [],
+                  load_error: null, nodes_in_graph: 0, links_in_graph: 0, graphs: []};
+  const jsonNodes = [...(workflow.nodes || [])];
+  for (const sg of (workflow.definitions && workflow.definitions.subgraphs) || []) jsonNodes.push(...(sg.nodes || []));
+  for (const n of jsonNodes) {
+    if (!(n.type in registered)) result.missing_types.push({id: n.id, type: n.type});
+  }
+
+  const originalMissing = app.showMissingNodesError;
+  app.showMissingNodesError = function (types, ...rest) {
+    result.missing_dialog = types.map(t => typeof t === 'string' ? t : t.type);
+    return originalMissing.call(this, types, ...rest);
+  };
+  try {
+    await app.loadGraphData(workflow, true, false, name, {showMissingModelsDialog: false});
+  } catch (e) {
+    result.load_error = String(e && e.stack || e);
+  } finally {
+    app.showMissingNodesError = originalMissing;
+  }
+
+  const graphs = [[app.graph, 'root']];
+  if (app.graph.subgraphs) for (const [id, sg] of app.graph.subgraphs) graphs.push([sg, 'subgraph ' + (sg.name || id)]);
+  const typeOk = (a, b) => a === b || LG.isValidConnection(a, b);
+  for (const [g, where] of graphs) {
+    const problem = (text) => result.link_problems.push(where + ': ' + text);
+    const links = g.links instanceof Map ? [...g.links.values()] : Object.values(g.links || {});
+    const live = links.filter(l => l);
+    result.graphs.push({where, nodes: g.nodes.length, links: live.length});
+    result.nodes_in_graph += g.nodes.length;
+    result.links_in_graph += live.length;
+    for (const n of g.nodes) {
+      if (!(n.type in registered) || n.has_errors) result.missing_in_graph.push({id: n.id, type: n.type, has_errors: !!n.has_errors});
+    }
+    const isIO = (id) => where !== 'root' && id < 0;   // a subgraph's own input/output node
+    for (const l of live) {
+      const tag = `link ${l.id} (${l.origin_id}:${l.origin_slot} -> ${l.target_id}:${l.target_slot}, ${l.type})`;
+      const o = isIO(l.origin_id) ? null : g.getNodeById(l.origin_id);
+      const t = isIO(l.target_id) ? null : g.getNodeById(l.target_id);
+      if (!isIO(l.origin_id) && !o) { problem(`${tag}: origin node ${l.origin_id} does not exist`); continue; }
+      if (!isIO(l.target_id) && !t) { problem(`${tag}: target node ${l.target_id} does not exist`); continue; }
+      let outType = null, inType = null;
+      if (o) {
+        const out = (o.outputs || [])[l.origin_slot];
+        if (!out) { problem(`${tag}: ${o.type} #${o.id} has no output slot ${l.origin_slot}`); continue; }
+        outType = out.type;
+        if (!(out.links || []).includes(l.id)) problem(`${tag}: output '${out.name}' of ${o.type} #${o.id} does not list the link`);
+      }
+      if (t) {
+        const inp = (t.inputs || [])[l.target_slot];
+        if (!inp) { problem(`${tag}: ${t.type} #${t.id} has no input slot ${l.target_slot}`); continue; }
+        inType = inp.type;
+        if (inp.link !== l.id) problem(`${tag}: input '${inp.name}' of ${t.type} #${t.id} holds link ${inp.link}, not this one`);
+      }
+      if (outType !== null && inType !== null && !typeOk(outType, inType))
+        problem(`${tag}: output type ${outType} of ${o.type} #${o.id} does not connect to input '${t.inputs[l.target_slot].name}' (${inType}) of ${t.type} #${t.id}`);
+      if (inType !== null && l.type != null && !typeOk(l.type, inType))
+        problem(`${tag}: link type ${l.type} does not connect to input '${t.inputs[l.target_slot].name}' (${inType}) of ${t.type} #${t.id}`);
+    }
+    const byId = new Map(live.map(l => [l.id, l]));
+    for (const n of g.nodes) {
+      (n.inputs || []).forEach((inp, slot) => {
+        if (inp.link == null) return;
+        const l = byId.get(inp.link);
+        if (!l) problem(`${n.type} #${n.id} input '${inp.name}' refers to link ${inp.link}, which does not exist`);
+        else if (l.target_id !== n.id || l.target_slot !== slot) problem(`${n.type} #${n.id} input '${inp.name}' refers to link ${inp.link}, which ends at ${l.target_id}:${l.target_slot}`);
+      });
+      (n.outputs || []).forEach((out, slot) => {
+        for (const id of out.links || []) {
+          const l = byId.get(id);
+          if (!l) problem(`${n.type} #${n.id} output '${out.name}' lists link ${id}, which does not exist`);
+          else if (l.origin_id !== n.id || l.origin_slot !== slot) problem(`${n.type} #${n.id} output '${out.name}' lists link ${id}, which starts at ${l.origin_id}:${l.origin_slot}`);
+        }
+      });
+    }
+  }
+
+  // Show the whole graph (nodes and groups) for the screenshot.
+  // From pos/size: boundingRect is only filled in by the first draw.
+  const title = LG.NODE_TITLE_HEIGHT || 30;
+  const rects = app.graph.nodes.map(n => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title])
+    .concat((app.graph.groups || []).map(g => [g.pos[0], g.pos[1], g.size[0], g.size[1]]));
+  if (rects.length) {
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const r of rects) { x0 = Math.min(x0, r[0]); y0 = Math.min(y0, r[1]); x1 = Math.max(x1, r[0] + r[2]); y1 = Math.max(y1, r[1] + r[3]); }
+    y0 -= 60;  // room for the group titles under the floating run bar
+    app.canvas.ds.fitToBounds([x0, y0, x1 - x0, y1 - y0], {zoom: 0.92});
+  }
+  app.graph.setDirtyCanvas(true, true);
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  return result;
+}
+"""
+
+OPEN_DIALOGS_JS = """
+() => [...document.querySelectorAll('[role="dialog"], [role="alertdialog"]')]
+  .filter(d => d.offsetParent !== null || getComputedStyle(d).position === 'fixed')
+  .filter(d => d.getBoundingClientRect().width > 0)
+  .map(d => d.innerText.trim().replace(/\\s+/g, ' ').slice(0, 400))
+"""
+
+TOASTS_JS = """
+() => [...document.querySelectorAll('.p-toast-message')]
+  .map(t => ({severity: [...t.classList].find(c => c.startsWith('p-toast-message-') && c !== 'p-toast-message-content') || '',
+              text: t.innerText.trim().replace(/\\s+/g, ' ').slice(0, 400)}))
+"""
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (``FLOWLORA_CHROMIUM`` overrides), or None."""
+    explicit = os.environ.get("FLOWLORA_CHROMIUM")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def skip_reason() -> str | None:
+    """Why the browser check cannot run on this machine, or None when it can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Python package 'playwright' is not installed in this environment (requirements-dev.txt; `make host` installs it)"
+    if chromium_path() is None:
+        if os.environ.get("FLOWLORA_CHROMIUM"):
+            return f"FLOWLORA_CHROMIUM={os.environ['FLOWLORA_CHROMIUM']} is not an executable"
+        return (
+            "Chromium is not installed: scripts/host.sh installs Debian's 'chromium' only when it runs as root with apt-get; "
+            "install it (apt-get install --no-install-recommends chromium) or point FLOWLORA_CHROMIUM at a Chromium binary"
+        )
+    return None
+
+
+def write_frontend_settings(server_url: str, settings: dict[str, Any] = FRONTEND_SETTINGS) -> None:
+    """Store frontend settings for the server's default user through its own API."""
+    request = urllib.request.Request(server_url + "/settings", data=json.dumps(settings).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as r:
+        r.read()
+
+
+@dataclass
+class ConsoleEntry:
+    kind: str  # console message type, or "pageerror"
+    text: str
+    url: str = ""
+
+    def benign_at_startup(self) -> bool:
+        if self.kind == "error" and self.text.startswith(BENIGN_RESOURCE_ERROR):
+            return True
+        return any(all(part in self.text for part in parts) for parts in BENIGN_STARTUP_STACKS)
+
+
+@dataclass
+class WorkflowReport:
+    """What the frontend made of one workflow."""
+
+    name: str
+    json_nodes: int
+    json_links: int
+    missing_types: list[dict]  # node types in the JSON that the frontend does not know
+    missing_in_graph: list[dict]  # loaded nodes that are placeholders / flagged with errors
+    missing_dialog: list[str] | None  # the types the "missing nodes" dialog listed, if it was shown
+    link_problems: list[str]  # in the loaded graph
+    json_link_problems: list[str]  # in the file itself
+    nodes_in_graph: int
+    links_in_graph: int
+    load_error: str | None
+    console_errors: list[ConsoleEntry]
+    resource_errors: list[ConsoleEntry]
+    warnings: list[ConsoleEntry]
+    dialogs: list[str]
+    toasts: list[dict]
+    seconds: float
+    screenshot: Path | None = None
+    graphs: list[dict] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """Everything that makes the workflow fail the check, one line each."""
+        out: list[str] = []
+        for m in self.missing_types:
+            out.append(f"missing node type: node #{m['id']} has type {m['type']!r}, which the frontend has not registered")
+        for m in self.missing_in_graph:
+            if not any(m["id"] == x["id"] for x in self.missing_types):
+                out.append(f"node #{m['id']} ({m['type']}) loaded as a placeholder (has_errors={m['has_errors']})")
+        if self.missing_dialog:
+            out.append(f"the frontend showed its missing-nodes dialog for: {', '.join(sorted(set(self.missing_dialog)))}")
+        out += [f"broken link in the file: {p}" for p in self.json_link_problems]
+        out += [f"broken link in the loaded graph: {p}" for p in self.link_problems]
+        if self.load_error:
+            out.append(f"loadGraphData raised: {self.load_error[:1000]}")
+        if not self.graphs or self.graphs[0]["nodes"] != self.json_nodes:
+            out.append(f"the file has {self.json_nodes} nodes, the loaded graph {self.graphs[0]['nodes'] if self.graphs else 0}")
+        if self.graphs and self.graphs[0]["links"] != self.json_links:
+            out.append(f"the file has {self.json_links} links, the loaded graph {self.graphs[0]['links']}")
+        out += [f"console {e.kind}: {e.text[:1500]}" for e in self.console_errors]
+        out += [f"dialog left open: {d}" for d in self.dialogs]
+        out += [f"toast ({t['severity']}): {t['text']}" for t in self.toasts if "error" in t["severity"] or "warn" in t["severity"]]
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "ok": not self.problems(),
+            "problems": self.problems(),
+            "seconds": round(self.seconds, 3),
+            "json_nodes": self.json_nodes,
+            "json_links": self.json_links,
+            "graphs": self.graphs,
+            "missing_types": self.missing_types,
+            "missing_dialog": self.missing_dialog,
+            "screenshot": str(self.screenshot) if self.screenshot else None,
+            "console_errors": [e.__dict__ for e in self.console_errors],
+            "resource_errors": [e.__dict__ for e in self.resource_errors],
+            "warnings": [e.__dict__ for e in self.warnings],
+            "dialogs": self.dialogs,
+            "toasts": self.toasts,
+        }
+
+
+def check_workflow_json(workflow: dict) -> list[str]:
+    """Link integrity of a UI-format workflow file, in the file's own terms.
+
+    Every entry of ``links`` ([id, origin_id, origin_slot, target_id, target_slot, type])
+    must join existing nodes and slots, the target input must hold the link id,
+    the origin output must list it, and every link id a node refers to must exist.
+    Slot types are compared where the file states them (``*`` connects to anything).
+    """
+    problems: list[str] = []
+    graphs = [("root", workflow)]
+    for sg in (workflow.get("definitions") or {}).get("subgraphs") or []:
+        graphs.append((f"subgraph {sg.get('name') or sg.get('id')}", sg))
+    for where, g in graphs:
+        nodes = {n["id"]: n for n in g.get("nodes") or []}
+        links: dict[int, tuple] = {}
+        for raw in g.get("links") or []:
+            if isinstance(raw, dict):  # subgraph definitions store links as objects
+                link = (raw["id"], raw["origin_id"], raw["origin_slot"], raw["target_id"], raw["target_slot"], raw.get("type"))
+            else:
+                link = tuple(raw[:6])
+            link_id, o_id, o_slot, t_id, t_slot, ltype = link
+            tag = f"{where}: link {link_id} ({o_id}:{o_slot} -> {t_id}:{t_slot}, {ltype})"
+            if link_id in links:
+                problems.append(f"{tag}: duplicate link id")
+            links[link_id] = link
+            io = where != "root"
+            origin, target = nodes.get(o_id), nodes.get(t_id)
+            if origin is None and not (io and o_id < 0):
+                problems.append(f"{tag}: origin node {o_id} does not exist")
+                continue
+            if target is None and not (io and t_id < 0):
+                problems.append(f"{tag}: target node {t_id} does not exist")
+                continue
+            out_type = in_type = None
+            if origin is not None:
+                outputs = origin.get("outputs") or []
+                if o_slot >= len(outputs):
+                    problems.append(f"{tag}: {origin['type']} #{o_id} has {len(outputs)} outputs, no slot {o_slot}")
+                    continue
+                out = outputs[o_slot]
+                out_type = out.get("type")
+                if link_id not in (out.get("links") or []):
+                    problems.append(f"{tag}: output '{out.get('name')}' of {origin['type']} #{o_id} does not list the link")
+            if target is not None:
+                inputs = target.get("inputs") or []
+                if t_slot >= len(inputs):
+                    problems.append(f"{tag}: {target['type']} #{t_id} has {len(inputs)} inputs, no slot {t_slot}")
+                    continue
+                inp = inputs[t_slot]
+                in_type = inp.get("type")
+                if inp.get("link") != link_id:
+                    problems.append(f"{tag}: input '{inp.get('name')}' of {target['type']} #{t_id} holds link {inp.get('link')}, not this one")
+            if out_type and in_type and not _types_connect(out_type, in_type):
+                problems.append(f"{tag}: output type {out_type} of {origin['type']} #{o_id} does not match input '{inp.get('name')}' ({in_type}) of {target['type']} #{t_id}")
+            if ltype and in_type and not _types_connect(ltype, in_type):
+                problems.append(f"{tag}: link type {ltype} does not match input '{inp.get('name')}' ({in_type}) of {target['type']} #{t_id}")
+        for n in nodes.values():
+            for slot, inp in enumerate(n.get("inputs") or []):
+                if inp.get("link") is not None and inp["link"] not in links:
+                    problems.append(f"{where}: {n['type']} #{n['id']} input {slot} '{inp.get('name')}' refers to link {inp['link']}, which is not in links")
+            for slot, out in enumerate(n.get("outputs") or []):
+                for link_id in out.get("links") or []:
+                    if link_id not in links:
+                        problems.append(f"{where}: {n['type']} #{n['id']} output {slot} '{out.get('name')}' lists link {link_id}, which is not in links")
+    return problems
+
+
+def _types_connect(a: str, b: str) -> bool:
+    """LiteGraph.isValidConnection for string types: '*' or '' matches all, ',' separates alternatives."""
+    if a in ("*", "", 0) or b in ("*", "", 0) or a == b:
+        return True
+    left = {t.strip().lower() for t in str(a).split(",")}
+    right = {t.strip().lower() for t in str(b).split(",")}
+    return bool(left & right) or "*" in left or "*" in right
+
+
+class Frontend:
+    """One headless Chromium page on a ComfyUI server's frontend.
+
+    Use as a context manager: ``with Frontend(server.url) as fe: fe.load_workflow(...)``.
+    ``ready_type`` is a node type that must be registered before the app counts
+    as ready (the pack's, so its definitions have arrived).
+    """
+
+    def __init__(self, server_url: str, ready_type: str = "FlowLoRALoraTrainer", timeout_s: float = 60.0):
+        self.server_url = server_url
+        self.ready_type = ready_type
+        self.timeout_ms = timeout_s * 1000
+        self.console: list[ConsoleEntry] = []
+        self.startup_errors: list[ConsoleEntry] = []
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> Frontend:
+        import tempfile
+
+        from playwright.sync_api import sync_playwright
+
+        reason = skip_reason()
+        if reason:
+            raise RuntimeError(reason)
+        self._profile = tempfile.TemporaryDirectory(prefix="flowlora-chromium-")
+        self._pw = sync_playwright().start()
+        try:
+            t0 = time.monotonic()
+            # A persistent context is how Playwright takes a --user-data-dir: a new, empty one.
+            self.context = self._pw.chromium.launch_persistent_context(
+                self._profile.name,
+                executable_path=chromium_path(),
+                headless=True,
+                args=list(CHROMIUM_ARGS),
+                viewport=VIEWPORT,
+            )
+            self.context.add_init_script(INIT_SCRIPT)
+            self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
+            self.page.set_default_timeout(self.timeout_ms)
+            self.page.on("console", self._on_console)
+            self.page.on("pageerror", lambda e: self.console.append(ConsoleEntry("pageerror", f"{e.name}: {e.message}\n{e.stack or ''}")))
+            write_frontend_settings(self.server_url)
+            self.page.goto(self.server_url + "/", wait_until="load")
+            self.page.wait_for_function(READY_JS, arg=self.ready_type, timeout=self.timeout_ms)
+            self.startup_seconds = time.monotonic() - t0
+            self.startup_errors = [e for e in self.console if e.kind in ("error", "pageerror") and not e.benign_at_startup()]
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        context = getattr(self, "context", None)
+        if context is not None:
+            try:
+                context.close()
+            except Exception:
+                pass
+        self._pw.stop()
+        self._profile.cleanup()
+
+    def _on_console(self, message) -> None:
+        if message.type in ("error", "warning", "assert"):
+            location = message.location or {}
+            self.console.append(ConsoleEntry(message.type, message.text, location.get("url", "")))
+
+    def registered_types(self) -> set[str]:
+        return set(self.page.evaluate("() => Object.keys(LiteGraph.registered_node_types)"))
+
+    def close_dialogs(self) -> None:
+        for _ in range(3):
+            if not self.page.evaluate(OPEN_DIALOGS_JS):
+                return
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(100)
+
+    def load_workflow(self, workflow: dict, name: str, screenshot: Path | None = None) -> WorkflowReport:
+        """``app.loadGraphData(workflow)`` and inspect the result; optionally save a screenshot."""
+        self.close_dialogs()
+        self.page.evaluate("() => document.querySelectorAll('.p-toast-message').forEach(t => t.remove())")
+        mark = len(self.console)
+        t0 = time.monotonic()
+        result = self.page.evaluate(LOAD_AND_CHECK_JS, {"workflow": workflow, "name": name})
+        # Give deferred work (widgets, node previews, dialogs) a moment to complain.
+        self.page.wait_for_timeout(300)
+        seconds = time.monotonic() - t0
+        dialogs = self.page.evaluate(OPEN_DIALOGS_JS)
+        toasts = self.page.evaluate(TOASTS_JS)
+        new = self.console[mark:]
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(screenshot))
+        return WorkflowReport(
+            name=name,
+            json_nodes=len(workflow.get("nodes") or []),
+            json_links=len(workflow.get("links") or []),
+            missing_types=result["missing_types"],
+            missing_in_graph=result["missing_in_graph"],
+            missing_dialog=result["missing_dialog"],
+            link_problems=result["link_problems"],
+            json_link_problems=check_workflow_json(workflow),
+            nodes_in_graph=result["nodes_in_graph"],
+            links_in_graph=result["links_in_graph"],
+            load_error=result["load_error"],
+            console_errors=[e for e in new if e.kind in ("error", "pageerror", "assert") and not e.text.startswith(BENIGN_RESOURCE_ERROR)],
+            resource_errors=[e for e in new if e.text.startswith(BENIGN_RESOURCE_ERROR)],
+            warnings=[e for e in new if e.kind == "warning"],
+            dialogs=dialogs,
+            toasts=toasts,
+            seconds=seconds,
+            screenshot=screenshot,
+            graphs=result["graphs"],
+        )
