@@ -276,7 +276,7 @@ class _Frame:
         for v in self.x_ticks:
             x = float(self.x_of(v))
             d.line([x, self.bottom, x, self.bottom + 6], fill=INK)
-            label = f"{int(round(v))}" if x_integer else _format_tick(v, self.x_step)
+            label = f"{round(v)}" if x_integer else _format_tick(v, self.x_step)
             d.text((x, self.bottom + 9), label, fill=INK, font=self.small, anchor="mt")
         d.line([self.left, self.bottom, self.right, self.bottom], fill=INK, width=2)
         d.line([self.left, self.top, self.left, self.bottom], fill=INK, width=2)
@@ -380,7 +380,7 @@ def multi_histogram(
     legend = [(f"{label}  (mean {mean:.3f})", colour, False) for label, colour, _, mean in runs]
     frame = _Frame(size, title, notes, legend, (float(edges[0]), float(edges[-1])), (0.0, peak * 1.08), xlabel, "share of samples (%)")
     if len(runs) == 1:
-        label, colour, shares, _ = runs[0]
+        _, colour, shares, _ = runs[0]
         for share, e0, e1 in zip(shares, edges[:-1], edges[1:], strict=True):
             frame.draw.rectangle([float(frame.x_of(e0)) + 1, float(frame.y_of(share * 100)), float(frame.x_of(e1)) - 1, frame.bottom], fill=faint(colour))
     for _, colour, shares, mean in runs:
@@ -502,7 +502,7 @@ def image_grid(
     font, title_font = _font(16), _font(24)
     for i, line in enumerate(layout.title_lines):
         draw.text((layout.size[0] / 2, GRID_MARGIN + GRID_TITLE_LINE * i), line, fill=INK, font=title_font, anchor="mt")
-    (cw, ch), (ox, oy) = layout.cell, layout.origin
+    (cw, ch), oy = layout.cell, layout.origin[1]
     header_h = max([len(h) for h in layout.header_lines] + [0]) * GRID_LINE
     for c, lines in enumerate(layout.header_lines):
         x0, _, x1, _ = layout.cell_box(0, c)

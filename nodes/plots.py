@@ -89,7 +89,7 @@ def _summary(runs, window: int) -> torch.Tensor:
         last = {name: float(s.smoothed(name, window)[-1]) for name in CURVES}
         lines.append(f"{label}: {int(s.steps[-1])} steps, {len(s.t)} samples")
         lines.append(
-            f"    last {window}-step mean: x0-MSE {last['x0_mse']:.4g}, loss {last['loss']:.4g}, v-MSE {last['v_mse']:.4g}; "
+            f"- last {window}-step mean: x0-MSE {last['x0_mse']:.4g}, loss {last['loss']:.4g}, v-MSE {last['v_mse']:.4g}; "
             f"mean t {float(np.mean(s.t)):.3f}; uncond {100 * uncond[-1] / max(int(cond[-1] + uncond[-1]), 1):.1f}%"
         )
     return charts.text_panel("Runs", lines)

@@ -198,7 +198,7 @@ def test_plots_node_names_a_broken_log(nodes, tmp_path):
     plot_nodes, _ = nodes
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(ConfigError, match="log 'run' .*empty.jsonl.*no micro-batch"):
+    with pytest.raises(ConfigError, match=r"log 'run' .*empty\.jsonl.*no micro-batch"):
         plot_nodes.TrainingPlots.execute(log=TrainingLog("run", str(empty), "", 0), window=5)
 
 
