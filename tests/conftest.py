@@ -21,6 +21,11 @@ def comfy_root() -> Path:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, comfy_root) -> harness.Server:
-    """One live ComfyUI server for the session, the pack in its custom_nodes."""
-    with harness.comfy_server(tmp_path_factory.mktemp("comfy-base")) as s:
+    """One live ComfyUI server for the session: the pack in its custom_nodes, plus the
+    demo-only tiny stand-in package (scripts/flowlora_tiny) that demo_tiny.json needs."""
+    from standins import link_tiny_package
+
+    base = tmp_path_factory.mktemp("comfy-base")
+    link_tiny_package(base)
+    with harness.comfy_server(base) as s:
         yield s
