@@ -29,7 +29,7 @@ from ..trainer_core.data.images import DEFAULT_PIXEL_LIMIT, MAX_PIXEL_LIMIT
 from ..trainer_core.data.prepare import BAD_FILE_POLICIES, DatasetConfig, Encoders, prepare
 from ..trainer_core.errors import ConfigError
 from . import charts
-from .types import CATEGORY, PREFIX
+from .types import CATEGORY, PREFIX, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -230,11 +230,7 @@ class DatasetNode(io.ComfyNode):
         values.setdefault("pixel_limit", DEFAULT_PIXEL_LIMIT)
         if len(values) < len(CONFIG_INPUTS):
             return True  # some widgets are linked; execute() validates
-        try:
-            build_config(**values)
-        except ConfigError as e:
-            return str(e)
-        return True
+        return validation_message(build_config, **values)
 
     @classmethod
     def fingerprint_inputs(cls, folder: str, **kw) -> Any:

@@ -7,10 +7,9 @@ import logging
 
 from comfy_api.latest import io
 
-from ..trainer_core.errors import ConfigError
 from ..trainer_core.lora import INITS, METADATA_KEY, PRESETS, LoraConfig, read_metadata, resolve
 from . import lora_patch
-from .types import CATEGORY, PREFIX
+from .types import CATEGORY, PREFIX, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,7 @@ class LoraConfigNode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model=None, **kw) -> bool | str:
-        try:
-            build_config(**kw)
-        except ConfigError as e:
-            return str(e)
-        return True
+        return validation_message(build_config, **kw)
 
     @classmethod
     def execute(cls, model=None, **kw) -> io.NodeOutput:

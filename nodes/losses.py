@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..trainer_core import losses as ls
 from ..trainer_core.errors import ConfigError
-from .types import CATEGORY, PREFIX, Loss
+from .types import CATEGORY, PREFIX, Loss, validation_message
 
 PRIMARY = [name for name in ls.TERMS.names() if not name.endswith(("_cosine", "_fft"))]
 FFT_SPACES = {"velocity": "v_fft", "x0": "x0_fft"}
@@ -47,11 +47,7 @@ class LossBuilder(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        try:
-            build_config(**kw)
-        except ConfigError as e:
-            return str(e)
-        return True
+        return validation_message(build_config, **kw)
 
     @classmethod
     def execute(cls, **kw) -> io.NodeOutput:

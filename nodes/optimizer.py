@@ -5,8 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..trainer_core import optim
-from ..trainer_core.errors import ConfigError
-from .types import CATEGORY, PREFIX
+from .types import CATEGORY, PREFIX, validation_message
 
 Optimizer = io.Custom("FLOWLORA_OPTIMIZER")
 """A :class:`trainer_core.optim.OptimizerConfig` (stable name: saved workflows use it)."""
@@ -60,11 +59,7 @@ class OptimizerConfigNode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        try:
-            build_config(**kw)
-        except ConfigError as e:
-            return str(e)
-        return True
+        return validation_message(build_config, **kw)
 
     @classmethod
     def execute(cls, **kw) -> io.NodeOutput:

@@ -7,9 +7,8 @@ import torch
 from comfy_api.latest import io
 
 from ..trainer_core import timesteps as ts
-from ..trainer_core.errors import ConfigError
 from . import charts
-from .types import CATEGORY, PREFIX, Timesteps
+from .types import CATEGORY, PREFIX, Timesteps, validation_message
 
 PREVIEW_DRAWS = 4096
 
@@ -78,11 +77,7 @@ class TimestepSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        try:
-            build_config(**_config_args(kw))
-        except ConfigError as e:
-            return str(e)
-        return True
+        return validation_message(build_config, **_config_args(kw))
 
     @classmethod
     def execute(cls, preview_axis: str, preview_batch_size: int, preview_seq_len: int, preview_seed: int, **kw) -> io.NodeOutput:

@@ -29,7 +29,7 @@ from ..trainer_core.lora.engine import LoraAdapters
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
 from .lora_patch import apply_lora
-from .types import CATEGORY, PREFIX, Loss, Timesteps
+from .types import CATEGORY, PREFIX, Loss, Timesteps, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,8 @@ class LoraTrainer(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, output_name: str = "flowlora/my_lora", p_text: float = 0.0, p_both: float = 0.0, **_) -> bool | str:
-        try:
-            ConditionDropout(p_text, p_both)
-            training.lora_output_path(output_name)
-        except ConfigError as e:
-            return str(e)
-        return True
+        dropout = validation_message(ConditionDropout, p_text, p_both)
+        return dropout if dropout is not True else validation_message(training.lora_output_path, output_name)
 
     @classmethod
     def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None) -> io.NodeOutput:

@@ -280,3 +280,11 @@ def test_trains_a_model_loaded_under_inference_mode(env):
     assert next(model.model.diffusion_model.parameters()).is_inference()
     _, _, run_log = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=2, output_name="runs/inference")).result
     assert [r["step"] for r in run_log.records()] == [1, 2]
+
+
+def test_validation_names_the_bad_field(env):
+    _, Trainer, _ = env
+    assert Trainer.validate_inputs(output_name="../escape").startswith("output_name = '../escape'")
+    assert Trainer.validate_inputs(output_name="/abs/path").startswith("output_name = '/abs/path'")
+    assert Trainer.validate_inputs(output_name="ok/name", p_text=0.7, p_both=0.5).startswith("p_text + p_both = 1.2")
+    assert Trainer.validate_inputs(output_name="styles/mine", p_text=0.1, p_both=0.1) is True
