@@ -110,11 +110,16 @@ class ComfyDenoiser:
 
 
 def noise_fn(patcher):
-    """ComfyUI's own noising for the model: ``x_sigma = model_sampling.noise_scaling(...)``."""
+    """ComfyUI's own noising for the model: ``x_sigma = model_sampling.noise_scaling(sigma, eps, x0)``.
+
+    Also returns the noise as the model scales it, ``noise_scaling(1, eps, 0)``
+    (``eps`` itself for plain flow models, ``s_eff * eps`` for SenseNova-U1), so the
+    loss's velocity target is the model's own.
+    """
     sampling = patcher.get_model_object("model_sampling")
 
-    def add_noise(x0: Tensor, eps: Tensor, sigma: Tensor) -> Tensor:
-        return sampling.noise_scaling(sigma, eps, x0)
+    def add_noise(x0: Tensor, eps: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        return sampling.noise_scaling(sigma, eps, x0), sampling.noise_scaling(torch.ones_like(sigma), eps, torch.zeros_like(x0))
 
     return add_noise
 

@@ -282,3 +282,20 @@ def test_loss_uses_the_network_x0_below_t_eps(env):
 
     assert not torch.allclose(denoiser(x, sigma, None)[0], x0_hat[0])
     torch.testing.assert_close(_network_x0(denoiser, patcher)(x, sigma, None), x0_hat, rtol=1e-5, atol=1e-5)
+
+
+def test_velocity_target_uses_u1_noise_scale(env):
+    """U1 noises with s_eff * eps; the loss's velocity target must be (x_sigma - x0) / sigma, U1's v*."""
+    from flowlora.nodes import training
+    from flowlora.trainer_core.losses import FlowPrediction
+
+    patcher = env["patcher"]
+    g = torch.Generator().manual_seed(5)
+    x0, eps = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
+    sigma = torch.tensor([0.3, 0.8])
+    x_sigma, eps_eff = training.noise_fn(patcher)(x0, eps, sigma)
+    s = patcher.get_model_object("model_sampling").noise_scale(x0)
+    assert s != 1.0
+    torch.testing.assert_close(eps_eff, s * eps)
+    p = FlowPrediction(x0, eps_eff, sigma, x0, t_eps=T_EPS)
+    torch.testing.assert_close(p.v_target, (x_sigma - x0) / sigma.view(-1, 1, 1, 1), rtol=1e-4, atol=1e-4)

@@ -7,7 +7,8 @@ each micro-batch::
     routes = dropout.routes(B, gen["dropout"])              # cond / drop_text / drop_both
     sigma  = timesteps.sample(B, gen["timesteps"], seq_len) # (B,), sigma = 1 is noise
     eps    = randn(x0.shape, gen["noise"])                  # drawn on the CPU: same on every device
-    x0_hat = denoiser(noise_fn(x0, eps, sigma), sigma, conds)
+    x_sigma, eps = noise_fn(x0, eps, sigma)                 # eps as the model's noising scaled it
+    x0_hat = denoiser(x_sigma, sigma, conds)
     loss(x0, eps, sigma, x0_hat).loss * window_scale -> backward
 
 then gradients are clipped, the optimizer and lr schedule step. Every random
@@ -127,7 +128,9 @@ class TrainTask:
     state_path: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     uncond: Any = None
-    noise_fn: Callable[[Tensor, Tensor, Tensor], Tensor] = flow.add_noise
+    noise_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] = lambda x0, eps, sigma: (flow.add_noise(x0, eps, sigma), eps)
+    """``(x0, eps, sigma) -> (x_sigma, effective eps)``, so that
+    ``x_sigma = (1 - sigma) * x0 + sigma * eps_eff`` (a model may scale its noise, as U1 does)."""
     seq_len_fn: Callable[[torch.Size], int] = lambda shape: (shape[-2] // 2) * (shape[-1] // 2)
     on_update: Callable[[dict], None] = lambda record: None
     should_stop: Callable[[], bool] = lambda: False
@@ -231,7 +234,7 @@ class _Run:
         x0 = batch.latents.to(task.device, torch.float32)
         eps = eps.to(task.device)
         sigma_t = sigma.to(task.device, torch.float32)
-        x_sigma = task.noise_fn(x0, eps, sigma_t)
+        x_sigma, eps = task.noise_fn(x0, eps, sigma_t)
         dtype = DTYPES[cfg.dtype]
         autocast = torch.autocast(task.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         with autocast:
