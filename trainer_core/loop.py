@@ -180,11 +180,14 @@ class _Run:
     def random_state(self) -> dict:
         """Generator states, torch's global RNG (LoRA dropout) and the data position:
         cheap, taken at every update boundary."""
-        return {
+        state = {
             "generators": {k: g.get_state() for k, g in self.generators.items()},
             "global_rng": torch.get_rng_state(),
             "data": self.task.data.state_dict(),
         }
+        if self.task.device.type == "cuda":  # LoRA dropout on a GPU draws from its own RNG
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.task.device)
+        return state
 
     def capture(self) -> dict:
         """Everything needed to continue from the last update boundary.
@@ -209,6 +212,8 @@ class _Run:
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
         torch.set_rng_state(state["global_rng"])
+        if "cuda_rng" in state and self.task.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.task.device)
         self.task.data.load_state_dict(state["data"])
         self.window_start = self.random_state()
 
