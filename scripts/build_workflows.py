@@ -316,6 +316,16 @@ def zimage_samples(wf: Workflow, model: Out, clip: Out, vae: Out, prompts: tuple
     return images, members
 
 
+def before_after(wf: Workflow, base: Out, trained: Out, clip: Out, vae: Out, prompts: tuple[str, ...], size: int, column_labels: str, title: str, cell: int, prefix: str, group: str) -> None:
+    """Z-Image samples of ``prompts`` from the base and the trained model, side by side in a labelled grid."""
+    before, b_nodes = zimage_samples(wf, base, clip, vae, prompts, 2400, 0, "before", size, 7)
+    after, a_nodes = zimage_samples(wf, trained, clip, vae, prompts, 2400, 760, "after", size, 7)
+    grid = wf.add("FlowLoRAImageGrid", (3900, 0), images_1=before, images_2=after, column_labels=column_labels, row_labels="\n".join(prompts), title=title, cell_size=cell)
+    side = 520 if cell > 256 else 420
+    save = wf.add("SaveImage", (3900, 420), size=(side, side), images=grid["grid"], filename_prefix=f"{prefix}/before_after")
+    wf.group(group, [*b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
+
+
 def plots(wf: Workflow, logs: list[Out], labels: list[str], x: float, y: float, prefix: str) -> list[Node]:
     """Training Plots over the logs -> the sheet and the report's five figures saved under output/<prefix>."""
     extra = {f"log_{i}": log for i, log in enumerate(logs[1:], start=2)}
@@ -399,11 +409,8 @@ def acrf_zimage_turbo() -> Workflow:
     )
     wf.group("4. Train", [trainer, histogram], GROUP_COLOURS["train"])
     prompts = ("a portrait photo of a woman with wavy hair by a harbour, pastel houses behind", "a red fox in fresh snow, soft morning light")
-    before, b_nodes = zimage_samples(wf, unet["MODEL"], clip["CLIP"], vae["VAE"], prompts, 2400, 0, "before", 1024, 7)
-    after, a_nodes = zimage_samples(wf, trainer["model"], clip["CLIP"], vae["VAE"], prompts, 2400, 760, "after", 1024, 7)
-    grid = wf.add("FlowLoRAImageGrid", (3900, 0), images_1=before, images_2=after, column_labels="before\nafter (AC-RF LoRA)", row_labels="\n".join(prompts), title="AC-RF LoRA on Z-Image Turbo: 8 steps, cfg 1, shift 3", cell_size=512)
-    save = wf.add("SaveImage", (3900, 420), size=(520, 520), images=grid["grid"], filename_prefix="flowlora/acrf_zimage_turbo/before_after")
-    wf.group("5. Before / after (Turbo sampling)", [*b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
+    before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 1024, "before\nafter (AC-RF LoRA)",
+                 "AC-RF LoRA on Z-Image Turbo: 8 steps, cfg 1, shift 3", 512, "flowlora/acrf_zimage_turbo", "5. Before / after (Turbo sampling)")
     plots(wf, [trainer["log"]], ["AC-RF"], 1980, 1500, "flowlora/acrf_zimage_turbo")
     return wf
 
@@ -609,11 +616,8 @@ def demo_tiny() -> Workflow:
     )
     wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
     prompts = ("demo, a red circle on a cream background", "demo, a yellow star on a cream background")
-    before, b_nodes = zimage_samples(wf, unet["MODEL"], clip["CLIP"], vae["VAE"], prompts, 2400, 0, "before", 64, 7)
-    after, a_nodes = zimage_samples(wf, trainer["model"], clip["CLIP"], vae["VAE"], prompts, 2400, 760, "after", 64, 7)
-    grid = wf.add("FlowLoRAImageGrid", (3900, 0), images_1=before, images_2=after, column_labels="before\nafter", row_labels="\n".join(prompts), title="FlowLoRA demo (tiny random model)", cell_size=128)
-    save = wf.add("SaveImage", (3900, 420), size=(420, 420), images=grid["grid"], filename_prefix="flowlora/demo_tiny/before_after")
-    wf.group("5. Before / after", [*b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
+    before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 64, "before\nafter",
+                 "FlowLoRA demo (tiny random model)", 128, "flowlora/demo_tiny", "5. Before / after")
     plots(wf, [trainer["log"]], ["demo"], 1980, 1500, "flowlora/demo_tiny")
     return wf
 
