@@ -24,7 +24,7 @@ from ..trainer_core.data.dataset import Dataset, Sample
 from ..trainer_core.dropout import ConditionDropout
 from ..trainer_core.errors import ConfigError
 from ..trainer_core.logs import TrainingLog
-from ..trainer_core.loop import DTYPES, TrainConfig, TrainTask, train
+from ..trainer_core.loop import DTYPES, SaveReport, TrainConfig, TrainTask, train
 from ..trainer_core.lora.engine import LoraAdapters
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
@@ -89,6 +89,7 @@ class LoraTrainer(io.ComfyNode):
                 io.Int.Input("save_every", default=0, min=0, max=1_000_000, tooltip="Also save the LoRA and resumable state every N updates (0: only at the end, on cancel and on failure)."),
                 io.String.Input("output_name", default="flowlora/my_lora", tooltip="File name under models/loras (subfolders allowed, no '..'); the log and resumable state are saved beside it."),
                 io.Boolean.Input("resume", default=False, tooltip="Continue from the resumable state saved beside output_name (after a cancel, failure or periodic save)."),
+                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing LoRA (and its state and log) of the same output_name with a new run. Off: such a name is refused, so that no run, and no second queued prompt, silently overwrites another's files."),
                 Dataset_.Input("dataset", optional=True, tooltip="A FlowLoRA Dataset (images, captions, buckets, cached latents). Or connect latents and positive instead."),
                 io.Latent.Input("latents", optional=True, tooltip="Training latents (B, C, H, W) from VAE Encode, when no dataset is connected."),
                 io.Conditioning.Input("positive", optional=True, tooltip="Captions for 'latents': one conditioning for all, or one entry per latent."),
@@ -104,19 +105,19 @@ class LoraTrainer(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, output_name: str = "flowlora/my_lora", p_text: float = 0.0, p_both: float = 0.0, **_) -> bool | str:
+    def validate_inputs(cls, output_name: str = "flowlora/my_lora", p_text: float = 0.0, p_both: float = 0.0, resume: bool = False, overwrite: bool = False, **_) -> bool | str:
         dropout = validation_message(ConditionDropout, p_text, p_both)
-        return dropout if dropout is not True else validation_message(training.lora_output_path, output_name)
+        return dropout if dropout is not True else validation_message(output_path, output_name, resume, overwrite)
 
     @classmethod
-    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None) -> io.NodeOutput:
+    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None) -> io.NodeOutput:
         training.require_flow_model(model)
         if dataset is None:
             if latents is None or positive is None:
                 raise ConfigError("dataset", None, "connect a FlowLoRA Dataset, or both latents and positive")
             dataset = dataset_from_latents(latents, positive, empty_prompt)
         uncond = empty_prompt if empty_prompt is not None else dataset.empty_conditioning
-        lora_path = training.lora_output_path(output_name)
+        lora_path = output_path(output_name, resume, overwrite)  # again: another prompt may have written it since validation
         stem = lora_path[: -len(".safetensors")]
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         result, adapters_summary = run_training(
@@ -130,6 +131,22 @@ class LoraTrainer(io.ComfyNode):
             raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")
         run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})
         return io.NodeOutput(trained, lora_path, run_log)
+
+
+def output_path(output_name: str, resume: bool, overwrite: bool) -> str:
+    """The LoRA path for ``output_name`` (:func:`training.lora_output_path`); refused if a
+    LoRA or resumable state of that name exists, unless ``resume`` or ``overwrite``.
+
+    Checked at validation and again when the node runs: two prompts queued with
+    the same name both pass validation while neither file exists, and the
+    second is then refused here instead of overwriting the first's files.
+    """
+    lora_path = training.lora_output_path(output_name)
+    stem = lora_path[: -len(".safetensors")]
+    existing = [p for p in (lora_path, stem + training.STATE_SUFFIX) if os.path.exists(p)]
+    if existing and not (resume or overwrite):
+        raise ConfigError("output_name", output_name, f"{existing[0]} already exists (from another run); turn on resume to continue it, overwrite to replace it, or choose another name")
+    return lora_path
 
 
 def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, dropout, training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id):
@@ -179,7 +196,19 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
 
         progress = comfy.utils.ProgressBar(total)
 
+        def on_save(report: SaveReport) -> None:
+            """Say where a save went (log and the node's progress text); a cancel's save says how to go on."""
+            text = f"{report.reason} at step {report.step}/{total}: LoRA {report.lora_path}, resumable state {report.state_path}"
+            if report.reason == "stopped":
+                text += " (resume = true continues from here)"
+            elif report.reason == "non-finite":
+                text += " (lower the learning rate; resume = true continues from here)"
+            log.info("FlowLoRA %s", text)
+            _progress_text(text, node_id)
+
         def on_update(record: dict) -> None:
+            # ComfyUI's cancel raises InterruptProcessingException from this progress hook (and from
+            # every ComfyUI layer's forward); the loop saves the last completed step and re-raises it.
             progress.update_absolute(record["step"], total)
             text = f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}"
             _progress_text(text, node_id)
@@ -202,6 +231,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             noise_fn=training.noise_fn(patcher),
             on_update=on_update,
             should_stop=comfy.model_management.processing_interrupted,
+            on_save=on_save,
             resume=resume,
             settings=settings,
         )

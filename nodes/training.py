@@ -162,17 +162,74 @@ def own_tensors(module: torch.nn.Module) -> int:
     return replaced
 
 
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+"""Device names Windows refuses as a file name, with any extension (``CON.safetensors``)."""
+FORBIDDEN_CHARACTERS = '<>:"|?*'
+"""Characters Windows refuses in names; refused everywhere so that shared workflows work on every system."""
+OUTPUT_SUFFIXES = (".safetensors", STATE_SUFFIX, LOG_SUFFIX)
+"""Files a training run writes at ``<models/loras>/<output_name><suffix>``."""
+
+
+def _fs_limits(folder: str) -> tuple[int, int]:
+    """``(NAME_MAX, PATH_MAX)`` in bytes of the file system holding ``folder`` (its nearest
+    existing ancestor); 255 / 4096 where the system cannot tell (Windows)."""
+    probe = folder
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    limits = []
+    for key, fallback in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(int(os.pathconf(probe, key)) or fallback)
+        except (AttributeError, ValueError, OSError):
+            limits.append(fallback)
+    return limits[0], limits[1]
+
+
 def lora_output_path(name: str) -> str:
-    """``<models/loras>/<name>.safetensors``; names that leave the folder are refused."""
+    """``<models/loras>/<name>.safetensors`` for a name every later write will accept.
+
+    Refused with a :class:`ConfigError` naming the value, before any training:
+    absolute names and ``..`` (names stay inside models/loras); NUL, newlines
+    and other control characters and ``<>:"|?*``; Windows device names (CON,
+    PRN, AUX, NUL, COM1-9, LPT1-9, with any extension) and names ending in a
+    dot or space, in any path component; and names too long for the file
+    system of the folder: every component of the longest file the run writes
+    (``files.temp_name`` of ``<name>.flowlora-state``, the atomic write's
+    temporary sibling) must fit ``PC_NAME_MAX`` bytes and its whole path
+    ``PC_PATH_MAX`` bytes (``os.pathconf``; 255 / 4096 where unknown).
+    Surrounding whitespace and a ``.safetensors`` ending are dropped; ``\\``
+    separates folders like ``/``.
+    """
+    from ..trainer_core import files
+
     clean = name.strip().replace("\\", "/")
     if clean.endswith(".safetensors"):
         clean = clean[: -len(".safetensors")]
     if not clean or os.path.isabs(clean) or any(part in ("", ".", "..") for part in clean.split("/")):
         raise ConfigError("output_name", name, "must be a relative name inside models/loras, e.g. 'my_style' or 'styles/my_style' (no '..', no absolute path)")
+    bad = sorted({c for c in clean if ord(c) < 32 or ord(c) == 127 or c in FORBIDDEN_CHARACTERS})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ConfigError("output_name", name, f"contains {shown}; use letters, digits, spaces, '-', '_', '.' and '/' for subfolders")
+    for part in clean.split("/"):
+        if part.split(".")[0].strip().upper() in WINDOWS_RESERVED:
+            raise ConfigError("output_name", name, f"uses {part!r}, a device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9); choose another name")
+        if part != part.rstrip(". ") or part != part.lstrip():
+            raise ConfigError("output_name", name, f"has the folder or file name {part!r}, which starts with a space or ends in a dot or space; remove them")
     root = os.path.abspath(folder_paths.get_folder_paths("loras")[0])
     path = os.path.abspath(os.path.join(root, clean + ".safetensors"))
     if os.path.commonpath([root, path]) != root:
         raise ConfigError("output_name", name, f"resolves outside {root}")
+    name_max, path_max = _fs_limits(os.path.dirname(path))
+    stem = path[: -len(".safetensors")]
+    longest = max((files.temp_name(os.path.basename(stem) + suffix) for suffix in OUTPUT_SUFFIXES), key=lambda n: len(os.fsencode(n)))
+    parts = [*clean.split("/")[:-1], longest]
+    too_long = [p for p in parts if len(os.fsencode(p)) > name_max]
+    full = os.path.join(os.path.dirname(path), longest)
+    if too_long or len(os.fsencode(full)) >= path_max:
+        over = f"the name {too_long[0][:40]!r}... has {len(os.fsencode(too_long[0]))} bytes, the limit is {name_max}" if too_long else f"the path {full[:60]!r}... has {len(os.fsencode(full))} bytes, the limit is {path_max - 1}"
+        keep = name_max - (len(os.fsencode(longest)) - len(os.fsencode(os.path.basename(stem))))
+        raise ConfigError("output_name", name, f"is too long for this file system with the files a run writes beside the LoRA ({over}); keep each part under {keep} bytes")
     return path
 
 

@@ -1,16 +1,29 @@
 """Atomic file writes: a kill mid-write leaves the previous file intact.
 
-Every file the pack writes goes to ``<name>.tmp-<pid>`` in the same folder,
+Every file the pack writes goes first to a temporary sibling
+``.<name>.flowlora-<8 random chars>.tmp`` in the same folder (``tempfile.mkstemp``),
 is flushed and fsynced, then renamed over the target with ``os.replace``
 (atomic on POSIX and Windows for one filesystem).
+
+A process killed mid-write leaves its temporary file behind. Each write removes
+such leftovers from the folder it writes to (:func:`remove_stale_temps`), with a
+rule that cannot touch a write in progress or anybody else's file: only regular
+files whose name matches the pack's own pattern exactly (:data:`TEMP_PATTERN`)
+and that were last modified more than :data:`STALE_AFTER_S` (one hour) ago. A
+live write touches its file continuously and takes seconds, so an hour-old
+temp file belongs to a dead writer (pids are not used: they are reused, and a
+folder may be shared by several machines).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
@@ -18,15 +31,51 @@ from typing import IO
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".flowlora-"
+"""Between the target name and the random part of a temporary file's name."""
+TEMP_PATTERN = re.compile(r"\..+\.flowlora-[a-z0-9_]{8}\.tmp")
+"""Full-match pattern of the pack's temporary files (mkstemp's random part is 8 of ``[a-z0-9_]``)."""
+STALE_AFTER_S = 3600.0
+
+
+def temp_name(name: str) -> str:
+    """The longest form of a temporary sibling's name for target file ``name`` (for length checks)."""
+    return f".{name}{TEMP_MARK}{'x' * 8}.tmp"
+
+
+def remove_stale_temps(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Remove the pack's own temporary files in ``folder`` older than :data:`STALE_AFTER_S`.
+
+    Matches :data:`TEMP_PATTERN` only, regular files only (symlinks are left);
+    errors (a file removed meanwhile, no permission) are ignored. Returns the removed paths.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not TEMP_PATTERN.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d stale temporary file(s) of interrupted writes: %s", len(removed), ", ".join(p.name for p in removed))
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a uniquely named temporary sibling of ``path``; on success fsync it,
     rename it over ``path`` and fsync the folder. On error the temp file is removed
-    and ``path`` keeps its previous content."""
+    and ``path`` keeps its previous content. Stale temporary files of earlier,
+    killed writes in the same folder are removed first (module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
