@@ -28,8 +28,8 @@ from ..trainer_core.data.dataset import Dataset
 from ..trainer_core.data.images import DEFAULT_PIXEL_LIMIT, MAX_PIXEL_LIMIT
 from ..trainer_core.data.prepare import BAD_FILE_POLICIES, DatasetConfig, Encoders, prepare
 from ..trainer_core.errors import ConfigError
-from . import charts
-from .types import CATEGORY, PREFIX, validation_message
+from . import charts, paths
+from .types import CATEGORY, PREFIX, check_inputs, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +67,21 @@ def build_config(trigger: str, template: str, caption_dropout: float, missing_ca
 
 
 def resolve_folder(folder: str) -> Path:
-    """An absolute path as given; a relative one under ComfyUI's input folder."""
-    path = Path(folder.strip()).expanduser()
-    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+    """The real path of ``folder``: a relative name under ComfyUI's input folder; refused
+    (ConfigError) outside ComfyUI's folders, see :mod:`.paths`."""
+    return paths.confine("folder", folder)
 
 
 def cache_folder(folder: Path, cache_dir: str) -> Path:
-    """``cache_dir`` if given, else ``<folder>/.flowlora_cache``, else (read-only folder) ComfyUI's user folder."""
+    """``cache_dir`` if given, else ``<folder>/.flowlora_cache``, else (read-only folder) ComfyUI's user folder.
+
+    A relative ``cache_dir`` is under ComfyUI's input folder; every choice is
+    confined to ComfyUI's folders (:mod:`.paths`).
+    """
     if cache_dir.strip():
-        return Path(cache_dir.strip()).expanduser()
+        return paths.confine("cache_dir", cache_dir)
     if os.access(folder, os.W_OK):
-        return folder / CACHE_FOLDER
+        return paths.confine("cache_dir", str(folder / CACHE_FOLDER))
     fallback = Path(folder_paths.get_user_directory()) / "flowlora" / "dataset_cache"
     logger.info("%s is read-only; caching encodings in %s", folder, fallback)
     return fallback
@@ -195,7 +199,7 @@ class DatasetNode(io.ComfyNode):
             category=CATEGORY,
             description="Reads a folder of images with same-stem .txt captions, sorts them into aspect buckets, encodes them once with the VAE and text encoder (cached on disk), and frees both encoders before training.",
             inputs=[
-                io.String.Input("folder", default="", tooltip="Folder of png/jpg/jpeg/webp images with same-stem .txt captions: an absolute path, or a folder inside ComfyUI's input folder. Subfolders named N_name (kohya) repeat their images N times."),
+                io.String.Input("folder", default="", tooltip="Folder of png/jpg/jpeg/webp images with same-stem .txt captions: a folder name inside ComfyUI's input folder, or an absolute path inside ComfyUI's folders (input, output, models, temp, user; FLOWLORA_ALLOW_ANY_PATH=1 lifts this on a local single-user install). Subfolders named N_name (kohya) repeat their images N times."),
                 io.Vae.Input("vae", tooltip="The VAE of the model to train (the pixel_space VAE for pixel models). Used once, then unloaded."),
                 io.Clip.Input("clip", optional=True, tooltip="The text encoder of the model to train; prompts are encoded as CLIPTextEncode does. Used once, then unloaded. For SenseNova-U1 connect u1_text_encoder instead."),
                 io.String.Input("trigger", default="", tooltip="Trigger word put into every prompt through the template. Empty: the template's {trigger} and its separator are dropped."),
@@ -214,7 +218,7 @@ class DatasetNode(io.ComfyNode):
                 io.Combo.Input("crop", options=bk.CROPS.names(), default="center", tooltip="After scaling to cover the bucket: center crop, seeded random crop (one fixed crop per image), or stretch to the bucket without cropping (U1's official preprocessing)."),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1, tooltip="Seed of the random crops; training's shuffling uses the trainer's seed."),
                 io.Boolean.Input("use_cache", default=True, tooltip="Store encodings on disk (safetensors keyed by image content, bucket, crop, encoder and settings), so the next run with the same data skips the encoders."),
-                io.String.Input("cache_dir", default="", optional=True, tooltip="Where the cache lives. Empty: a .flowlora_cache folder inside the dataset folder (or ComfyUI's user folder when that is read-only)."),
+                io.String.Input("cache_dir", default="", optional=True, tooltip="Where the cache lives, inside ComfyUI's folders like 'folder' (a relative name is under the input folder). Empty: a .flowlora_cache folder inside the dataset folder (or ComfyUI's user folder when that is read-only)."),
                 io.Int.Input("pixel_limit", default=DEFAULT_PIXEL_LIMIT, min=1, max=MAX_PIXEL_LIMIT, optional=True, tooltip="Decompression-bomb limit: images with more pixels are rejected before decoding."),
                 U1TextEncoderType.Input("u1_text_encoder", optional=True, tooltip="SenseNova-U1 only, instead of clip: each prompt's prefix KV is computed once (official system message and template; text after a ---think--- line in the template goes into the think block) and the empty prompt is the official unconditional prefix. Template {trigger}, {caption} = train_u1 without think labels; add a line ---think--- and {think} to use them."),
             ],
@@ -226,6 +230,9 @@ class DatasetNode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
+        for message in (check_inputs(cls, kw), paths.check("folder", kw.get("folder")), paths.check("cache_dir", kw.get("cache_dir"))):
+            if message is not True:
+                return message
         values = {k: kw[k] for k in CONFIG_INPUTS if k in kw}
         values.setdefault("pixel_limit", DEFAULT_PIXEL_LIMIT)
         if len(values) < len(CONFIG_INPUTS):
@@ -234,7 +241,10 @@ class DatasetNode(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, folder: str, **kw) -> Any:
-        return folder_signature(resolve_folder(folder))
+        try:
+            return folder_signature(resolve_folder(folder))
+        except ConfigError as e:  # refused path: execute() raises it; never list the folder
+            return ["refused", str(e)]
 
     @classmethod
     def execute(cls, folder: str, vae, use_cache: bool, clip=None, cache_dir: str = "", pixel_limit: int = DEFAULT_PIXEL_LIMIT, u1_text_encoder=None, **kw) -> io.NodeOutput:
@@ -249,7 +259,8 @@ class DatasetNode(io.ComfyNode):
             bar.update_absolute(done, total)
 
         try:
-            dataset = prepare(path, config, Encoders(encode_image, encode_text, image_id, text_id), cache_folder(path, cache_dir) if use_cache else None, progress)
+            cache = cache_folder(path, cache_dir) if use_cache else None
+            dataset = prepare(path, config, Encoders(encode_image, encode_text, image_id, text_id), cache, progress, follow_links_out=paths.any_path_allowed())
         finally:
             release_encoders(vae.patcher, text_patcher)
         return io.NodeOutput(dataset, histogram(dataset))

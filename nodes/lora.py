@@ -7,9 +7,10 @@ import logging
 
 from comfy_api.latest import io
 
+from ..trainer_core.errors import ConfigError
 from ..trainer_core.lora import INITS, METADATA_KEY, PRESETS, LoraConfig, read_metadata, resolve
 from . import lora_patch
-from .types import CATEGORY, PREFIX, validation_message
+from .types import CATEGORY, PREFIX, check_inputs, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class LoraConfigNode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model=None, **kw) -> bool | str:
-        return validation_message(build_config, **kw)
+        ranges = check_inputs(cls, kw)
+        return ranges if ranges is not True else validation_message(build_config, **kw)
 
     @classmethod
     def execute(cls, model=None, **kw) -> io.NodeOutput:
@@ -92,19 +94,22 @@ class LoraLoaderNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name: str, strength_model: float) -> io.NodeOutput:
-        import comfy.sd
-        import comfy.utils
         import folder_paths
 
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
-        lora = official_u1_keys(model, comfy.utils.load_torch_file(path, safe_load=True))
+        lora = official_u1_keys(model, lora_patch.load_lora_file(path))
         if strength_model == 0:
             return io.NodeOutput(model, f"{lora_name}: strength 0, not applied")
-        with lora_patch.capture_unloaded() as unloaded:
-            patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength_model, 0)
-        report = loader_report(lora_name, path, len(lora), unloaded)
-        if unloaded:
-            log.warning("%s: %d of %d keys not loaded: %s", lora_name, len(unloaded), len(lora), ", ".join(unloaded))
+        patches, unloaded, mismatches = lora_patch.mapped_patches(model, lora)
+        patched = model.clone()
+        applied = set(patched.add_patches(patches, strength_model))
+        unloaded += [str(k) for k in patches if k not in applied]
+        if lora and not applied:
+            first = [str(m) for m in mismatches[:3]] or unloaded[:3]
+            raise ConfigError("lora_name", lora_name, f"{path}: none of its {len(lora)} keys fits this model ({len(mismatches)} shape mismatches, {len(unloaded)} keys not mapped; first: {'; '.join(first)}). Is the LoRA for another model, or another size of it?")
+        report = loader_report(lora_name, path, lora, unloaded, mismatches)
+        if unloaded or mismatches:
+            log.warning("%s: keys not loaded: %s", lora_name, "; ".join([*unloaded, *map(str, mismatches)]))
         return io.NodeOutput(patched, report)
 
 
@@ -120,8 +125,13 @@ def official_u1_keys(model, lora: dict) -> dict:
     return official_lora.official_to_comfy(lora, base_weights(model))
 
 
-def loader_report(lora_name: str, path: str, n_keys: int, unloaded: list[str]) -> str:
-    lines = [f"{lora_name}: {n_keys - len(unloaded)} of {n_keys} keys loaded"]
+def loader_report(lora_name: str, path: str, lora: dict, unloaded: list[str], mismatches: list[lora_patch.Mismatch]) -> str:
+    """The Loader's report: keys loaded out of the file's, FlowLoRA settings, then every key not loaded.
+
+    A shape mismatch counts every file tensor under its key (up, down, alpha) as not loaded.
+    """
+    mismatched = sum(1 for k in lora for m in mismatches if k.startswith(m.key + "."))
+    lines = [f"{lora_name}: {len(lora) - len(unloaded) - mismatched} of {len(lora)} keys loaded"]
     if path.endswith(".safetensors"):
         config = read_metadata(path).get(METADATA_KEY)
         if config:
@@ -129,6 +139,9 @@ def loader_report(lora_name: str, path: str, n_keys: int, unloaded: list[str]) -
                 lines.append("trained with FlowLoRA: " + LoraConfig.from_dict(json.loads(config)).describe())
             except (ValueError, TypeError) as e:
                 lines.append(f"FlowLoRA metadata unreadable: {e}")
+    if mismatches:
+        lines.append(f"shape mismatches (not loaded): {len(mismatches)}")
+        lines += [f"  {m}" for m in mismatches]
     lines.append("unmatched keys:" if unloaded else "unmatched keys: none")
     lines += [f"  {k}" for k in unloaded]
     return "\n".join(lines)

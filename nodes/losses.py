@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..trainer_core import losses as ls
 from ..trainer_core.errors import ConfigError
-from .types import CATEGORY, PREFIX, Loss, validation_message
+from .types import CATEGORY, PREFIX, Loss, check_inputs, validation_message
 
 PRIMARY = [name for name in ls.TERMS.names() if not name.endswith(("_cosine", "_fft"))]
 FFT_SPACES = {"velocity": "v_fft", "x0": "x0_fft"}
@@ -47,7 +47,8 @@ class LossBuilder(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        return validation_message(build_config, **kw)
+        ranges = check_inputs(cls, kw)
+        return ranges if ranges is not True else validation_message(build_config, **kw)
 
     @classmethod
     def execute(cls, **kw) -> io.NodeOutput:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..trainer_core import optim
-from .types import CATEGORY, PREFIX, validation_message
+from .types import CATEGORY, PREFIX, check_inputs, validation_message
 
 Optimizer = io.Custom("FLOWLORA_OPTIMIZER")
 """A :class:`trainer_core.optim.OptimizerConfig` (stable name: saved workflows use it)."""
@@ -59,7 +59,8 @@ class OptimizerConfigNode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        return validation_message(build_config, **kw)
+        ranges = check_inputs(cls, kw)
+        return ranges if ranges is not True else validation_message(build_config, **kw)
 
     @classmethod
     def execute(cls, **kw) -> io.NodeOutput:

@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..trainer_core import timesteps as ts
 from . import charts
-from .types import CATEGORY, PREFIX, Timesteps, validation_message
+from .types import CATEGORY, PREFIX, Timesteps, check_inputs, validation_message
 
 PREVIEW_DRAWS = 4096
 
@@ -77,7 +77,8 @@ class TimestepSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        return validation_message(build_config, **_config_args(kw))
+        ranges = check_inputs(cls, kw)
+        return ranges if ranges is not True else validation_message(build_config, **_config_args(kw))
 
     @classmethod
     def execute(cls, preview_axis: str, preview_batch_size: int, preview_seq_len: int, preview_seed: int, **kw) -> io.NodeOutput:

@@ -29,7 +29,7 @@ from ..trainer_core.lora.engine import LoraAdapters
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
 from .lora_patch import apply_lora
-from .types import CATEGORY, PREFIX, Loss, Timesteps, validation_message
+from .types import CATEGORY, PREFIX, Loss, Timesteps, check_inputs, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,10 @@ class LoraTrainer(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, output_name: str = "flowlora/my_lora", p_text: float = 0.0, p_both: float = 0.0, resume: bool = False, overwrite: bool = False, **_) -> bool | str:
+    def validate_inputs(cls, output_name: str = "flowlora/my_lora", p_text: float = 0.0, p_both: float = 0.0, resume: bool = False, overwrite: bool = False, **kw) -> bool | str:
+        ranges = check_inputs(cls, {"output_name": output_name, "p_text": p_text, "p_both": p_both, "resume": resume, "overwrite": overwrite, **kw})
+        if ranges is not True:
+            return ranges
         dropout = validation_message(ConditionDropout, p_text, p_both)
         return dropout if dropout is not True else validation_message(output_path, output_name, resume, overwrite)
 

@@ -60,6 +60,17 @@ def count_calls(obj, name: str) -> list[int]:
     return calls
 
 
+@pytest.fixture(autouse=True)
+def input_in_tmp(comfy_root, tmp_path):
+    """ComfyUI's input folder is the test's tmp_path, so the node accepts the tmp folders (paths are confined)."""
+    import folder_paths
+
+    before = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(tmp_path))
+    yield
+    folder_paths.set_input_directory(before)
+
+
 @pytest.fixture(scope="module")
 def parts(comfy_root):
     from flowlora.nodes import dataset as node

@@ -6,6 +6,7 @@ import pytest
 import torch
 from flowlora.trainer_core.errors import ConfigError
 from flowlora.trainer_core.lora import LoraAdapters, LoraConfig, lora_metadata, lora_state_dict, save_lora
+from safetensors.torch import load_file
 
 CONFIG_WIDGETS = dict(preset="zimage_attn", rank=4, alpha=4.0, dropout=0.0, init="default", include="", exclude="", unfreeze="")
 TOL = 1e-5
@@ -89,13 +90,53 @@ def test_loader_node_applies_and_reports_unmatched_keys_by_name(env):
 
     foreign = {"lora_unet_some_other_model_block.lora_down.weight": torch.zeros(2, 8), "lora_unet_some_other_model_block.lora_up.weight": torch.zeros(8, 2)}
     save_lora(loras / "foreign.safetensors", foreign)
-    _, report = lora.LoraLoaderNode.execute(tm.tiny_zimage(seed=0), "foreign.safetensors", 1.0).result
-    assert report.splitlines() == [
-        "foreign.safetensors: 0 of 2 keys loaded",
-        "unmatched keys:",
-        "  lora_unet_some_other_model_block.lora_down.weight",
-        "  lora_unet_some_other_model_block.lora_up.weight",
-    ]
+    with pytest.raises(ConfigError, match=r"foreign.safetensors: none of its 2 keys fits this model \(0 shape mismatches, 2 keys not mapped; first: lora_unet_some_other_model_block.lora_down.weight"):
+        lora.LoraLoaderNode.execute(tm.tiny_zimage(seed=0), "foreign.safetensors", 1.0)
+
+    mixed = {**load_file(loras / name), **foreign}
+    save_lora(loras / "mixed.safetensors", mixed)
+    _, report = lora.LoraLoaderNode.execute(tm.tiny_zimage(seed=0), "mixed.safetensors", 1.0).result
+    assert report.splitlines()[0] == "mixed.safetensors: 25 of 27 keys loaded"
+    assert report.splitlines()[-3:] == ["unmatched keys:", "  lora_unet_some_other_model_block.lora_down.weight", "  lora_unet_some_other_model_block.lora_up.weight"]
+
+
+QKV = "diffusion_model.layers.0.attention.qkv.weight"
+
+
+def test_loader_checks_shapes_per_key_including_qkv_row_slices(env):
+    tm, lora, loras = env
+    name, _ = trained_file(tm, loras, "fits.safetensors")
+    sd = load_file(loras / name)
+    to_q = "diffusion_model.layers.0.attention.to_q"
+    assert sd[to_q + ".lora_A.weight"].shape == (4, 256)
+    bad = dict(sd)
+    bad[to_q + ".lora_A.weight"] = torch.ones(4, 128)  # made for a 128-wide model
+    save_lora(loras / "one_bad.safetensors", bad)
+    base = tm.tiny_zimage(seed=0)
+    patched, report = lora.LoraLoaderNode.execute(base, "one_bad.safetensors", 1.0).result
+    lines = report.splitlines()
+    assert lines[0] == "one_bad.safetensors: 22 of 25 keys loaded"  # up, down and alpha of to_q
+    assert "shape mismatches (not loaded): 1" in lines
+    assert f"  {to_q}: file up (256, 4) x down (4, 128), model {QKV} rows 0:256 expects (256, 256)" in lines
+    offsets = [entry[3] for entry in patched.patches[QKV]]
+    assert (0, 0, 256) not in offsets and (0, 256, 256) in offsets and (0, 512, 256) in offsets  # to_k, to_v still applied
+
+    wrong_size = {k: torch.zeros(v.shape[0], 2 * v.shape[1]) if k.endswith("lora_A.weight") else v for k, v in sd.items()}
+    wrong_size["diffusion_model.layers.1.ffn_norm2.diff"] = torch.zeros(512)
+    save_lora(loras / "other_model.safetensors", wrong_size)
+    with pytest.raises(ConfigError, match=r"other_model.safetensors: none of its 25 keys fits this model \(9 shape mismatches, 0 keys not mapped; first: diffusion_model\.layers\.\d\.\S+: file (up \(256, 4\) x down \(4, 512\)|diff \(512,\)), model diffusion_model"):
+        lora.LoraLoaderNode.execute(tm.tiny_zimage(seed=0), "other_model.safetensors", 1.0)
+
+
+def test_loader_names_corrupt_and_truncated_files(env):
+    tm, lora, loras = env
+    name, _ = trained_file(tm, loras, "whole.safetensors")
+    data = (loras / name).read_bytes()
+    (loras / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    (loras / "garbage.safetensors").write_bytes(b"\x00" * 7 + b"not a safetensors file")
+    for bad in ("truncated.safetensors", "garbage.safetensors"):
+        with pytest.raises(ValueError, match=rf"{loras / bad}: cannot be read as a LoRA file .*download or save it again"):
+            lora.LoraLoaderNode.execute(tm.tiny_zimage(seed=0), bad, 1.0)
 
 
 def test_nodes_are_registered(comfy_root):

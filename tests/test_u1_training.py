@@ -62,8 +62,11 @@ DATASET_WIDGETS = dict(
 
 def build_dataset(env, folder, template, cache_dir):
     from flowlora.nodes.dataset import DatasetNode
+    from flowlora.nodes.paths import ALLOW_ANY_PATH_ENV
 
-    return DatasetNode.execute(folder=str(folder), vae=env["vae"], u1_text_encoder=env["encoder"], template=template, use_cache=True, cache_dir=str(cache_dir), **DATASET_WIDGETS).result[0]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ALLOW_ANY_PATH_ENV, "1")  # the tmp folders lie outside ComfyUI's folders
+        return DatasetNode.execute(folder=str(folder), vae=env["vae"], u1_text_encoder=env["encoder"], template=template, use_cache=True, cache_dir=str(cache_dir), **DATASET_WIDGETS).result[0]
 
 
 @pytest.fixture(scope="module")

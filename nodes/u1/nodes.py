@@ -13,7 +13,9 @@ from ...trainer_core import files
 from ...trainer_core.errors import ConfigError
 from ...trainer_core.models.u1 import official_lora
 from ...trainer_core.models.u1.checkpoint import is_checkpoint_dir
-from ..types import CATEGORY, PREFIX
+from .. import paths
+from ..lora_patch import load_lora_file
+from ..types import CATEGORY, PREFIX, check_inputs
 from . import model as u1
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,10 @@ class U1Loader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint: str, **_) -> bool | str:
+    def validate_inputs(cls, checkpoint: str, **kw) -> bool | str:
+        ranges = check_inputs(cls, kw)  # checkpoint: its own message below
+        if ranges is not True:
+            return ranges
         if checkpoint not in checkpoint_folders():
             return f"checkpoint = {checkpoint!r}: no such SenseNova-U1 folder; put the official download (config.json, model.safetensors.index.json, shards) in models/sensenova_u1/<name>/"
         return True
@@ -110,6 +115,11 @@ class U1PromptEncode(io.ComfyNode):
 OFFICIAL_SUFFIX = ".u1_official.safetensors"
 
 
+def loras_folder() -> str:
+    """ComfyUI's first models/loras folder: where a relative ``lora_path`` starts."""
+    return folder_paths.get_folder_paths("loras")[0]
+
+
 class U1SaveOfficialLora(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -121,20 +131,23 @@ class U1SaveOfficialLora(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 io.Model.Input("model", tooltip="The SenseNova-U1 MODEL the LoRA was trained on: fully trained tensors are saved as its weights plus the trained change."),
-                io.String.Input("lora_path", default="", tooltip="The FlowLoRA LoRA file: connect the trainer's lora_path, or type a path."),
+                io.String.Input("lora_path", default="", tooltip="The FlowLoRA LoRA file: connect the trainer's lora_path, or type a path inside ComfyUI's folders (a relative one is under models/loras). The official file is written beside it."),
                 io.Boolean.Input("include_full_tensors", default=True, tooltip="On: also save the fully trained fm_modules tensors at their names (train_u1's loader reads them). Off: LoRA keys only, which the official --lora_path loader needs (it fails on full bias tensors); the fully trained part, and head adapters folded into it, are then left out."),
             ],
             outputs=[io.String.Output(display_name="official_path", tooltip="Path of the file written.")],
         )
 
     @classmethod
-    def execute(cls, model, lora_path: str, include_full_tensors: bool = True) -> io.NodeOutput:
-        import comfy.utils
+    def validate_inputs(cls, lora_path: str | None = None, **kw) -> bool | str:
+        ranges = check_inputs(cls, kw)
+        return ranges if ranges is not True else paths.check("lora_path", lora_path, loras_folder())
 
-        path = lora_path.strip()
+    @classmethod
+    def execute(cls, model, lora_path: str, include_full_tensors: bool = True) -> io.NodeOutput:
+        path = str(paths.confine("lora_path", lora_path, loras_folder()))
         if not path.endswith(".safetensors") or not os.path.isfile(path):
             raise ConfigError("lora_path", lora_path, "must be an existing .safetensors LoRA file (connect the trainer's lora_path)")
-        lora = comfy.utils.load_torch_file(path, safe_load=True)
+        lora = load_lora_file(path)
         official = official_lora.to_official(lora, u1.base_weights(model), include_full=include_full_tensors)
         out = path[: -len(".safetensors")] + OFFICIAL_SUFFIX
         files.save_safetensors(out, official, {"format": "sensenova_u1.lora", "naming": "lora_down/lora_up/.alpha", "source": os.path.basename(path)})

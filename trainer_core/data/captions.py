@@ -8,7 +8,12 @@ Folder layout (kohya-compatible)::
         b.jpg  b.txt
       .flowlora_cache/      hidden folders are skipped
 
-A caption is the same-stem ``.txt`` file, UTF-8 (a BOM is tolerated). An
+A caption is the same-stem ``.txt`` file, UTF-8 (a BOM is tolerated), at most
+:data:`MAX_CAPTION_BYTES`; a larger one is a bad file (skipped or fatal per
+the dataset's ``bad_files`` policy) whose error names it. NUL bytes are
+removed with a warning naming the file (they are never text; a UTF-16 file
+read as UTF-8 shows them), and an empty caption is used as it is (the prompt
+is then the trigger alone) with a warning naming the file. An
 optional line of the form ``---think---`` (three or more dashes each side,
 "think" in any case, surrounding blanks tolerated) splits it into the caption
 (before) and a think label (after), the SenseNova-U1 sidecar format.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import string
 from dataclasses import dataclass
@@ -35,6 +41,9 @@ THINK_DELIMITER = re.compile(r"^[ \t]*-{3,}[ \t]*think[ \t]*-{3,}[ \t]*$", re.IG
 REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
 PLACEHOLDERS = ("trigger", "caption", "think", "folder")
 DEFAULT_TEMPLATE = "{trigger}, {caption}"
+MAX_CAPTION_BYTES = 64 * 1024
+"""Largest caption file read (64 KiB, some 15,000 tokens): far above any real caption, far below
+what makes a text encoder ask for hundreds of GB."""
 
 MISSING_CAPTION: Registry = Registry("missing-caption policy")
 """What to do with an image that has no ``.txt``: functions ``(SourceImage, CaptionConfig) -> str | None``
@@ -102,14 +111,42 @@ def split_think(text: str) -> tuple[str, str | None]:
 
 
 def read_caption(path: str | Path) -> tuple[str, str | None]:
-    """``(caption, think)`` from a UTF-8 caption file; :class:`DataError` names a non-UTF-8 one."""
+    """``(caption, think)`` from a UTF-8 caption file.
+
+    Raises :class:`DataError` naming a file above :data:`MAX_CAPTION_BYTES` or
+    not UTF-8. NUL bytes are removed and an empty caption kept, each with a
+    warning naming the file.
+    """
     path = Path(path)
-    data = path.read_bytes()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CAPTION_BYTES + 1)
+    except OSError as e:
+        raise DataError(path, f"cannot be read ({e.strerror})", "check that the caption file exists and is readable") from None
+    if len(data) > MAX_CAPTION_BYTES:
+        size = os.path.getsize(path)
+        raise DataError(path, f"is a {size:,}-byte caption, above the limit of {MAX_CAPTION_BYTES:,} bytes", "shorten it to a description of the image, or remove it")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(path, f"is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", "re-save the caption as UTF-8") from None
-    return split_think(text)
+    if "\x00" in text:
+        logger.warning("%s: %d NUL bytes removed from the caption (a UTF-16 file?); re-save it as UTF-8", path, text.count("\x00"))
+        text = text.replace("\x00", "")
+    caption, think = split_think(text)
+    if not caption:
+        logger.warning("%s: the caption is empty; the image trains on the template without a caption (the trigger alone)", path)
+    return caption, think
+
+
+def outside_folder(path: Path, root: Path) -> str | None:
+    """The real path of ``path`` when it leaves real folder ``root`` (a symbolic link out of the dataset), else None."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    try:
+        inside = os.path.commonpath([real, top]) == top
+    except ValueError:  # different drives on Windows
+        inside = False
+    return None if inside else real
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch import Tensor
 from ..errors import ConfigError, require
 from . import buckets as bk
 from .cache import TensorCache, file_digest, make_key, pack, unpack
-from .captions import CaptionConfig, scan_folder
+from .captions import CaptionConfig, SourceImage, outside_folder, scan_folder
 from .dataset import Dataset, Sample
 from .errors import DataError, FatalDataError
 from .images import DEFAULT_PIXEL_LIMIT, MAX_PIXEL_LIMIT, load_rgb, probe
@@ -80,13 +80,16 @@ class Encoders:
     text_id: str
 
 
-def prepare(folder: str | Path, config: DatasetConfig, encoders: Encoders, cache_dir: str | Path | None = None, progress: Callable[[int, int], None] | None = None) -> Dataset:
+def prepare(folder: str | Path, config: DatasetConfig, encoders: Encoders, cache_dir: str | Path | None = None, progress: Callable[[int, int], None] | None = None, follow_links_out: bool = False) -> Dataset:
     """Scan ``folder``, encode what the cache at ``cache_dir`` lacks, return the Dataset.
 
     ``cache_dir = None`` disables the disk cache. ``progress(done, total)`` is
     called after each image and each prompt (it may raise to cancel).
-    Raises :class:`DataError` for a missing or empty folder, for the first bad
-    file under ``on_bad_file = fail``, and when no image is usable.
+    An image or caption whose real path leaves ``folder`` (a symbolic link
+    out of it, or a repeat folder linked from elsewhere) is a bad file unless
+    ``follow_links_out``. Raises :class:`DataError` for a missing or empty
+    folder, for the first bad file under ``on_bad_file = fail``, and when no
+    image is usable.
     """
     folder = Path(folder)
     sources = scan_folder(folder)
@@ -102,6 +105,8 @@ def prepare(folder: str | Path, config: DatasetConfig, encoders: Encoders, cache
     skipped: list[tuple[str, str]] = []
     for source in sources:
         try:
+            if not follow_links_out:
+                _refuse_links_out(source, folder)
             item = _prepare_image(source, config, table, encoders, cache, stats)
             if item is None:
                 skipped.append((str(source.path), "no caption file (missing_caption = skip)"))
@@ -142,6 +147,14 @@ def prepare(folder: str | Path, config: DatasetConfig, encoders: Encoders, cache
     logger.info("dataset %s: %d images (%d skipped), %d image and %d text encodes", folder, len(samples), len(skipped), stats["image_encodes"], stats["text_encodes"])
     settings = {**config.to_dict(), "folder": str(folder), "image_encoder": encoders.image_id, "text_encoder": encoders.text_id}
     return Dataset(tuple(samples), tuple(conditionings), empty, config.captions.dropout, tuple(skipped), settings, stats)
+
+
+def _refuse_links_out(source: SourceImage, folder: Path) -> None:
+    """:class:`DataError` when the image or its caption resolves outside ``folder``."""
+    for path in (source.path, source.caption_path):
+        real = None if path is None else outside_folder(path, folder)
+        if real is not None:
+            raise DataError(path, f"is a link to {real}, outside the dataset folder {folder}", "copy the file into the folder (links out of it are refused; FLOWLORA_ALLOW_ANY_PATH=1 allows them on a local single-user install)")
 
 
 def _prepare_image(source, config: DatasetConfig, table, encoders: Encoders, cache: TensorCache | None, stats: dict):
