@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from flowlora.trainer_core.data.captions import CaptionConfig, SourceImage, read_caption, scan_folder, split_think
+from flowlora.trainer_core.data.captions import MAX_CAPTION_BYTES, CaptionConfig, SourceImage, read_caption, scan_folder, split_think
 from flowlora.trainer_core.data.errors import DataError, FatalDataError
 from flowlora.trainer_core.errors import ConfigError
 from test_data_support import save_rgb
@@ -101,3 +101,74 @@ def test_missing_caption_policies(tmp_path):
         CaptionConfig(missing="fail").caption_for(src)
     # an empty caption with a trigger is the trigger alone (kohya class-token style)
     assert CaptionConfig(trigger="sks").render("") == "sks"
+
+
+def test_caption_size_limit_nul_bytes_and_empty_captions(tmp_path, caplog):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a dog " * 200_000)  # 1.2 MB: used to reach the text encoder and ask for hundreds of GB
+    with pytest.raises(DataError, match=rf"{big}: is a 1,200,000-byte caption, above the limit of 65,536 bytes; shorten it"):
+        read_caption(big)
+    edge = tmp_path / "edge.txt"
+    edge.write_bytes(b"x" * MAX_CAPTION_BYTES)
+    assert read_caption(edge) == ("x" * MAX_CAPTION_BYTES, None)
+
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("a red fox".encode("utf-16-le"))  # UTF-16 without BOM is valid UTF-8 with NULs
+    with caplog.at_level(logging.WARNING):
+        assert read_caption(utf16) == ("a red fox", None)
+    assert f"{utf16}: 9 NUL bytes removed from the caption" in caplog.text
+
+    caplog.clear()
+    blank = tmp_path / "blank.txt"
+    blank.write_text(" \n\t\n")
+    with caplog.at_level(logging.WARNING):
+        assert read_caption(blank) == ("", None)
+    assert f"{blank}: the caption is empty" in caplog.text
+
+
+def test_big_caption_is_a_bad_file_in_a_dataset(tmp_path, caplog):
+    from flowlora.trainer_core.data.prepare import DatasetConfig, prepare
+    from test_data_support import counting_encoders
+
+    save_rgb(tmp_path / "ok.png", 32, 32)
+    (tmp_path / "ok.txt").write_text("fine")
+    save_rgb(tmp_path / "huge.png", 32, 32, seed=1)
+    (tmp_path / "huge.txt").write_bytes(b"y" * (MAX_CAPTION_BYTES + 1))
+    with caplog.at_level(logging.WARNING):
+        ds = prepare(tmp_path, DatasetConfig(), counting_encoders()[0], None)
+    assert [s.source.name for s in ds.samples] == ["ok.png"]
+    assert dict(ds.skipped)[str(tmp_path / "huge.png")].startswith("is a 65,537-byte caption")
+    assert f"{tmp_path / 'huge.txt'}: is a 65,537-byte caption" in caplog.text
+    with pytest.raises(DataError, match=r"huge.txt: is a 65,537-byte caption"):
+        prepare(tmp_path, DatasetConfig(on_bad_file="fail"), counting_encoders()[0], None)
+
+
+def test_links_out_of_the_dataset_folder_are_refused(tmp_path, caplog):
+    from flowlora.trainer_core.data.prepare import DatasetConfig, prepare
+    from test_data_support import counting_encoders
+
+    outside, data = tmp_path / "outside", tmp_path / "data"
+    save_rgb(outside / "secret.png", 32, 32, seed=4)
+    (outside / "secret.txt").write_text("private")
+    save_rgb(outside / "repeat" / "r.png", 32, 32, seed=5)
+    save_rgb(data / "own.png", 32, 32)
+    (data / "own.txt").write_text("mine")
+    (data / "linked.png").symlink_to(outside / "secret.png")
+    save_rgb(data / "cap.png", 32, 32, seed=6)
+    (data / "cap.txt").symlink_to(outside / "secret.txt")
+    (data / "2_more").symlink_to(outside / "repeat", target_is_directory=True)
+    save_rgb(data / "inner.png", 32, 32, seed=7)
+    (data / "alias.png").symlink_to(data / "inner.png")  # a link inside the folder is fine
+
+    with caplog.at_level(logging.WARNING):
+        ds = prepare(data, DatasetConfig(), counting_encoders()[0], None)
+    assert sorted(s.source.name for s in ds.samples) == ["alias.png", "inner.png", "own.png"]
+    skipped = dict(ds.skipped)
+    assert set(skipped) == {str(data / "linked.png"), str(data / "cap.png"), str(data / "2_more" / "r.png")}
+    assert skipped[str(data / "linked.png")].startswith(f"is a link to {outside / 'secret.png'}, outside the dataset folder {data}")
+    assert f"{data / 'cap.txt'}: is a link to {outside / 'secret.txt'}" in caplog.text
+    with pytest.raises(DataError, match=r"is a link to .*, outside the dataset folder"):
+        prepare(data, DatasetConfig(on_bad_file="fail"), counting_encoders()[0], None)
+
+    followed = prepare(data, DatasetConfig(), counting_encoders()[0], None, follow_links_out=True)
+    assert len(followed) == 6 and followed.skipped == ()
