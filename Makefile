@@ -1,16 +1,30 @@
 # Two commands do all set-up on a fresh machine:
-#   make test   provision ComfyUI 0.3.75 + .venv (first run ~2 min), then run the suite
-#   make host   provision only (idempotent; seconds when nothing changed)
-#   make demo   provision, then run workflows/demo_tiny.json through a real ComfyUI
-#               on a tiny generated model; results in output/demo/ (~1 min after set-up)
+#   make test       provision ComfyUI 0.3.75 + .venv (first run ~2 min), then run the suite on it
+#   make demo       provision, then run workflows/demo_tiny.json through a real ComfyUI
+#                   on a tiny generated model; results in output/demo/ (~1 min after set-up)
+# More:
+#   make test-0.33  the same suite on ComfyUI 0.33 (.comfyui/ComfyUI-0.33, .venv-0.33)
+#   make test-all   both hosts, one after the other (what CI runs)
+#   make host       provision only (idempotent; seconds when nothing changed); host-0.33 likewise
 PY := .venv/bin/python
 
-.PHONY: host test lint demo
+.PHONY: host host-0.33 test test-0.33 test-all lint demo
 host:
-	@scripts/host.sh >/dev/null
+	@scripts/host.sh 0.3.75 >/dev/null
+
+host-0.33:
+	@scripts/host.sh 0.33 >/dev/null
 
 test: host
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# COMFYUI_PATH comes from host.sh (its last line), so the suite runs in the 0.33 tree and venv
+test-0.33:
+	@comfy=$$(scripts/host.sh 0.33 | tail -n 1) && \
+	  echo "COMFYUI_PATH=$$comfy .venv-0.33/bin/python -m pytest $(PYTEST_ARGS)" && \
+	  COMFYUI_PATH=$$comfy .venv-0.33/bin/python -m pytest $(PYTEST_ARGS)
+
+test-all: test test-0.33
 
 lint: host
 	$(PY) -m ruff check .

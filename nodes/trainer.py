@@ -246,10 +246,10 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
 def _network_x0(denoiser, patcher):
     """Losses on the network's own x0 where the model_sampling clamps its denoised output.
 
-    A model_sampling with ``network_x0(sigma, denoised, x)`` (SenseNova-U1: below
+    A model_sampling with ``flowlora_network_x0(sigma, denoised, x)`` (SenseNova-U1: below
     sigma = t_eps) maps ComfyUI's denoised output back; others pass through.
     """
-    to_x0 = getattr(patcher.get_model_object("model_sampling"), "network_x0", None)
+    to_x0 = getattr(patcher.get_model_object("model_sampling"), "flowlora_network_x0", None)
     if to_x0 is None:
         return denoiser
     return lambda x_sigma, sigma, conds: to_x0(sigma, denoiser(x_sigma, sigma, conds), x_sigma)

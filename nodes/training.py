@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..trainer_core.errors import ConfigError
+from . import compat
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +127,10 @@ def noise_fn(patcher):
 
 @contextlib.contextmanager
 def training_mode():
-    """Autograd on (ComfyUI runs nodes under inference_mode) and, on newer
-    ComfyUI, ``model_management.in_training`` set so that fused kernels without
-    a backward are bypassed; both restored afterwards."""
-    has_flag = hasattr(comfy.model_management, "in_training")
-    previous = comfy.model_management.in_training if has_flag else None
-    with torch.inference_mode(False), torch.enable_grad():
-        if has_flag:
-            comfy.model_management.in_training = True
-        try:
-            yield
-        finally:
-            if has_flag:
-                comfy.model_management.in_training = previous
+    """Autograd on (ComfyUI runs nodes under inference_mode) and the host's
+    training flag set (:func:`compat.training_flag`); both restored afterwards."""
+    with torch.inference_mode(False), torch.enable_grad(), compat.training_flag():
+        yield
 
 
 def own_tensors(module: torch.nn.Module) -> int:

@@ -170,7 +170,8 @@ def test_trains_on_top_of_an_upstream_lora(env):
     assert (out(tiny_models, on_base) - out(tiny_models, stock)).abs().max() <= 1e-6
     assert logged["sigma"] == pytest.approx(sigma.tolist(), abs=1e-6)
     assert logged["x0_mse"] == pytest.approx(mse_upstream, rel=1e-4)
-    assert abs(mse_upstream - mse_base) > 1e-3 * mse_base
+    # the two models' losses must differ by more than the tolerance that matched the log (3x, any host)
+    assert abs(mse_upstream - mse_base) > 3e-4 * mse_base
 
 
 def test_resume_equals_straight_run(env):

@@ -297,7 +297,7 @@ def test_velocity_target_uses_u1_noise_scale(env):
     x0, eps = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
     sigma = torch.tensor([0.3, 0.8])
     x_sigma, eps_eff = training.noise_fn(patcher)(x0, eps, sigma)
-    s = patcher.get_model_object("model_sampling").noise_scale(x0)
+    s = patcher.get_model_object("model_sampling").u1_noise_scale(x0)
     assert s != 1.0
     torch.testing.assert_close(eps_eff, s * eps)
     p = FlowPrediction(x0, eps_eff, sigma, x0, t_eps=T_EPS)

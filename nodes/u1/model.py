@@ -15,7 +15,9 @@ U1's parameterisation in ComfyUI's sigma (sigma = 1 - t):
 - the network predicts x0; ``calculate_denoised`` applies the t_eps clamp so
   ComfyUI's Euler step equals U1's ``z += (t_next - t) * (x0_hat - z) / max(1 - t, t_eps)``;
 - ``noise_scaling`` multiplies the unit noise by U1's resolution noise scale
-  ``s_eff = min(noise_scale * sqrt(N / 64), max)``, N = 32-px tokens;
+  ``s_eff = min(noise_scale * sqrt(N / 64), max)``, N = 32-px tokens, and the
+  loader makes ComfyUI's stochastic samplers scale the noise they add by the
+  same ``s_eff`` (:func:`compat.add_noise_scale`);
 - sigmas are ComfyUI's discrete-flow table with U1's timestep shift
   (``multiplier`` 1: the timestep passed to the network is sigma itself). The
   ``simple`` scheduler reproduces the official t grid exactly when the step
@@ -48,6 +50,7 @@ from ...trainer_core.models.u1 import GenerationTower, PrefixKV, PrefixTower, U1
 from ...trainer_core.models.u1.checkpoint import load_towers
 from ...trainer_core.models.u1.sampling import clamped_denoised, raw_x0
 from ...trainer_core.registry import Registry
+from .. import compat
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,15 @@ class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mode
 
     A CONST (flow) model_sampling like SD3's, so flow-only code paths (the
     trainer, RF samplers) accept it; every CONST method is overridden here.
+    Names the pack adds carry a ``u1_`` or ``flowlora_`` prefix: ComfyUI's
+    own classes may add any plain name later, as 0.21 did with the float
+    ``noise_scale`` that hid a method of that name.
     """
 
     def __init__(self, cfg: U1Config, shift: float, t_eps: float):
         super().__init__(None)
         self.u1_config = cfg
-        self.t_eps = t_eps
+        self.u1_t_eps = t_eps
         self.set_parameters(shift=shift, multiplier=1.0)
 
     def calculate_input(self, sigma, noise):
@@ -84,24 +90,24 @@ class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mode
 
     def calculate_denoised(self, sigma, model_output, model_input):
         """``model_output`` is U1's x0_hat; see :func:`clamped_denoised`."""
-        return clamped_denoised(model_input, model_output, _sigma_view(sigma, model_output), self.t_eps)
+        return clamped_denoised(model_input, model_output, _sigma_view(sigma, model_output), self.u1_t_eps)
 
-    def network_x0(self, sigma, denoised, model_input):
+    def flowlora_network_x0(self, sigma, denoised, model_input):
         """The network's own x0 estimate from :meth:`calculate_denoised`'s output.
 
         Differs from ``denoised`` only below sigma = t_eps (t > 1 - t_eps); U1's
         x0 and v losses are taken on this (spec 5.5, 5.6), so the trainer uses it.
         """
-        return raw_x0(model_input, denoised, _sigma_view(sigma, denoised), self.t_eps)
+        return raw_x0(model_input, denoised, _sigma_view(sigma, denoised), self.u1_t_eps)
 
-    def noise_scale(self, x: torch.Tensor) -> float:
+    def u1_noise_scale(self, x: torch.Tensor) -> float:
         """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``."""
         return self.u1_config.noise_scale_for((x.shape[-2] // 32) * (x.shape[-1] // 32))
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         """``z = (1 - sigma) * x0 + sigma * s_eff * eps`` (U1's ``t * x0 + (1 - t) * s * eps``)."""
         sigma = _sigma_view(sigma, noise)
-        return sigma * self.noise_scale(noise) * noise + (1.0 - sigma) * latent_image
+        return sigma * self.u1_noise_scale(noise) * noise + (1.0 - sigma) * latent_image
 
     def inverse_noise_scaling(self, sigma, latent):
         sigma = _sigma_view(sigma, latent)
@@ -241,8 +247,8 @@ def load_u1_model(folder: str, shift: float, t_eps: float, weight_dtype: str = "
     model_config.manual_cast_dtype = compute
     model = U1Model(model_config, gen, shift, t_eps, device=None)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device())
-    if hasattr(patcher, "cached_patcher_init"):
-        patcher.cached_patcher_init = (load_u1_model, (folder, shift, t_eps, weight_dtype))
+    compat.register_reload(patcher, load_u1_model, (folder, shift, t_eps, weight_dtype))
+    compat.add_noise_scale(patcher, model.model_sampling.u1_noise_scale)
     log.info("SenseNova-U1 generation tower from %s (%s head, weights %s, compute %s)", folder, cfg.head_kind, dtype, compute or dtype)
     return patcher
 
