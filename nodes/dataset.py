@@ -230,6 +230,8 @@ class DatasetNode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
+        if isinstance(kw.get("folder"), str) and not kw["folder"].strip():
+            return "folder = '': give the dataset folder, a name inside ComfyUI's input folder"
         for message in (check_inputs(cls, kw), paths.check("folder", kw.get("folder")), paths.check("cache_dir", kw.get("cache_dir"))):
             if message is not True:
                 return message
@@ -249,9 +251,9 @@ class DatasetNode(io.ComfyNode):
     @classmethod
     def execute(cls, folder: str, vae, use_cache: bool, clip=None, cache_dir: str = "", pixel_limit: int = DEFAULT_PIXEL_LIMIT, u1_text_encoder=None, **kw) -> io.NodeOutput:
         config = build_config(pixel_limit=pixel_limit, **kw)
+        encode_text, text_id, text_patcher = text_encoder(clip, u1_text_encoder)
         path = resolve_folder(folder)
         encode_image, image_id = vae_encoder(vae)
-        encode_text, text_id, text_patcher = text_encoder(clip, u1_text_encoder)
         bar = comfy.utils.ProgressBar(1)
 
         def progress(done: int, total: int) -> None:

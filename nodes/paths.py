@@ -82,7 +82,7 @@ def confine(field: str, value: str, relative_to: str | None = None) -> Path:
         raise ConfigError(field, value, "is empty; give a folder name inside ComfyUI's input folder")
     if "\x00" in text:
         raise ConfigError(field, value, "contains a NUL character")
-    path = Path(text).expanduser()
+    path = Path(os.path.expanduser(text))  # unlike Path.expanduser, leaves an unknown ~user as it is
     if not path.is_absolute():
         path = Path(relative_to if relative_to is not None else folder_paths.get_input_directory()) / path
     real = os.path.realpath(path)

@@ -77,6 +77,7 @@ def test_opt_in_allows_any_path(comfy_dirs, monkeypatch):
     monkeypatch.setenv("FLOWLORA_ALLOW_ANY_PATH", "1")
     assert paths.any_path_allowed()
     assert paths.confine("folder", str(elsewhere)) == elsewhere
+    assert paths.confine("folder", "~no_such_user_here/x").name == "x"  # an unknown ~user stays a relative name
     monkeypatch.setenv("FLOWLORA_ALLOW_ANY_PATH", "0")
     with pytest.raises(ConfigError, match="outside ComfyUI's folders"):
         paths.confine("folder", str(elsewhere))
@@ -132,4 +133,6 @@ def test_server_refuses_outside_folders_and_cache_dirs(server, tmp_path):
         assert f"{field} = {value!r}: resolves to " in errors and "outside ComfyUI's folders" in errors, errors
         assert "FLOWLORA_ALLOW_ANY_PATH=1" in errors
     assert list(outside.iterdir()) == []  # nothing written there
+    status, body = server.post("/prompt", {"prompt": dataset_prompt("  ")})
+    assert status == 400 and "folder = '': give the dataset folder" in str(body["node_errors"]["2"]["errors"])
     server.assert_alive()
