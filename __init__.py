@@ -30,7 +30,7 @@ def host_problem() -> str | None:
     try:
         from comfy_api.latest import ComfyExtension, io  # noqa: F401
     except ImportError:
-        return f"FlowLoRA needs ComfyUI {MIN_COMFYUI} or later (V3 node API, comfy_api.latest); this ComfyUI ({version}) has none. Update ComfyUI; the pack's nodes are not loaded."
+        return f"FlowLoRA needs ComfyUI {MIN_COMFYUI} or later (V3 node API, comfy_api.latest); this ComfyUI (version {version}) has none. Update ComfyUI; the pack's nodes are not loaded."
     if version != "unknown" and _version_tuple(version) < _version_tuple(MIN_COMFYUI):
         return f"FlowLoRA needs ComfyUI {MIN_COMFYUI} or later; this is ComfyUI {version}. Update ComfyUI; the pack's nodes are not loaded."
     return None

@@ -116,17 +116,25 @@ class Server:
 
 
 @contextlib.contextmanager
-def comfy_server(base: Path, startup_timeout: float = 180.0, extra_args: tuple[str, ...] = ()):
-    """Start ComfyUI's real server on a free port; stop it afterwards."""
-    root = comfy_root()
+def comfy_server(base: Path, startup_timeout: float = 180.0, extra_args: tuple[str, ...] = (), root: Path | None = None):
+    """Start ComfyUI's real server (the test host, or the ComfyUI at ``root``) on a free port; stop it afterwards.
+
+    A ComfyUI without ``--base-directory`` (older than about 0.3.30) gets the
+    pack linked into its own ``custom_nodes`` and ``base``'s input/output/temp folders.
+    """
+    root = root or comfy_root()
     for sub in ("custom_nodes", "models", "input", "output", "user", "temp"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / PACK_LINK_NAME
+    if "--base-directory" in (root / "comfy" / "cli_args.py").read_text():
+        nodes_dir, folders = base / "custom_nodes", ["--base-directory", str(base)]
+    else:
+        nodes_dir, folders = root / "custom_nodes", [f"--{sub}-directory={base / sub}" for sub in ("input", "output", "temp")]
+    link = nodes_dir / PACK_LINK_NAME
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
     port = free_port()
     log = base / "comfyui.log"
-    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base), "--disable-auto-launch", *extra_args]
+    cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), *folders, "--disable-auto-launch", *extra_args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as log_file:
         process = subprocess.Popen(cmd, cwd=root, stdout=log_file, stderr=subprocess.STDOUT, env=env)
