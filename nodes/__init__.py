@@ -9,6 +9,7 @@ from .lora import LORA_NODES
 from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
 from .plots import ImageGrid, TrainingPlots
+from .style import StyleDistance
 from .timesteps import TimestepSampler
 from .trainer import LoraTrainer
 from .u1 import U1_NODES
@@ -17,7 +18,7 @@ NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfig
 NODES += U1_NODES
 NODES += LORA_NODES
 NODES += [DatasetNode, LoraTrainer]
-NODES += [TrainingPlots, ImageGrid]
+NODES += [TrainingPlots, ImageGrid, StyleDistance]
 
 
 class FlowLoraExtension(ComfyExtension):

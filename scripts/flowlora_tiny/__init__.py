@@ -20,11 +20,15 @@ It lets stock ComfyUI load the tiny Z-Image files that
   class and the Qwen tokenizer are all ComfyUI's.
 - **VAE**: none needed; the demo VAE has the real Flux/Z-Image architecture
   with random weights and loads through the stock VAELoader.
+- **Content Accuracy** node: scores an IMAGE batch against its tiny-world
+  prompts with ``scripts/tinyworld``'s analytic content metric.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 from typing import ClassVar
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,45 @@ def register_tiny_zimage() -> bool:
     return True
 
 
+def load_tinyworld():
+    """The ``tinyworld`` package beside this one in ``scripts/`` (this folder is symlinked into ComfyUI's custom_nodes)."""
+    scripts = str(Path(__file__).resolve().parents[1])
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import tinyworld
+
+    return tinyworld
+
+
+def content_accuracy(images, prompts: str) -> tuple[float, str]:
+    """``(accuracy, summary)`` of an IMAGE batch ``(B, H, W, 3)`` in [0, 1] against B tiny-world prompts, one per line.
+
+    Blank lines are skipped; a leading ``"<trigger>, "`` on a prompt is ignored.
+    Accuracy is the share of correct (object, attribute) pairs over shape,
+    colour and position (``tinyworld.content``).
+    """
+    tw = load_tinyworld()
+    lines = [line.strip() for line in prompts.splitlines() if line.strip()]
+    if len(lines) != images.shape[0]:
+        raise ValueError(f"prompts: {len(lines)} non-empty line(s) for {images.shape[0]} image(s); give one tiny-world prompt per image, in batch order")
+    scenes = []
+    for number, line in enumerate(lines, 1):
+        try:
+            scenes.append(tw.parse_caption(line))
+        except ValueError as e:
+            raise ValueError(f"prompts line {number}: {e}") from None
+    scores = tw.content.score_images(images, scenes)
+    accuracy = tw.accuracy(scores)
+    per_attribute = tw.content.attribute_accuracy(scores)
+    per_image = [tw.accuracy([image]) for image in scores]
+    text = "\n".join([
+        f"content accuracy {100 * accuracy:.1f}% over {len(scenes)} image(s), {sum(len(s.objects) for s in scenes)} object(s) (shape, colour, position)",
+        "per attribute: " + ", ".join(f"{name} {100 * value:.1f}%" for name, value in per_attribute.items()) + " (size is not in the accuracy)",
+        "per image: " + ", ".join(f"{100 * v:.0f}%" for v in per_image),
+    ])
+    return accuracy, text
+
+
 try:
     from comfy_api.latest import ComfyExtension, io
 except ImportError:  # imported outside ComfyUI (make_demo_model reads the constants above)
@@ -115,11 +158,33 @@ if ComfyExtension is not None:
             clip = comfy.sd.load_clip(ckpt_paths=[path], embedding_directory=folder_paths.get_folder_paths("embeddings"), clip_type=clip_type, model_options=options)
             return io.NodeOutput(clip)
 
+    class ContentAccuracy(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id="FlowLoRATinyContentAccuracy",
+                display_name="Content Accuracy (FlowLoRA demo)",
+                category="FlowLoRA/demo",
+                description="Demo only: checks that each image shows its tiny-world prompt's shapes, colours and positions (analytic: colour masks, connected components, shape moments; no learned judge).",
+                inputs=[
+                    io.Image.Input("images", tooltip="Samples from a tiny-world model, one per prompt, in the prompts' order."),
+                    io.String.Input("prompts", multiline=True, default="", tooltip="The prompts the images were sampled from, one per line, e.g. 'inkstyle, a large red star at the top left on a pale blue background'. A leading trigger word and comma is ignored."),
+                ],
+                outputs=[
+                    io.Float.Output(display_name="accuracy", tooltip="Share of correct (object, attribute) pairs over shape, colour and position, in [0, 1]."),
+                    io.String.Output(display_name="summary", tooltip="Accuracy per attribute and per image, in words."),
+                ],
+            )
+
+        @classmethod
+        def execute(cls, images, prompts: str) -> io.NodeOutput:
+            return io.NodeOutput(*content_accuracy(images, prompts))
+
     class TinyExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:
             # ComfyUI 0.3.75 calls get_node_list once at start-up and never on_load
             register_tiny_zimage()
-            return [TinyTextEncoderLoader]
+            return [TinyTextEncoderLoader, ContentAccuracy]
 
     async def comfy_entrypoint() -> ComfyExtension:
         return TinyExtension()

@@ -41,12 +41,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 135, 20),
     "yellow": (240, 215, 30),
     "green": (40, 165, 60),
-    "cyan": (25, 195, 205),
-    "blue": (40, 70, 215),
-    "purple": (125, 45, 185),
+    "cyan": (20, 180, 170),
+    "blue": (30, 100, 225),
+    "purple": (145, 40, 175),
     "pink": (240, 105, 185),
 }
-"""Object colour name -> sRGB. Saturated and pairwise >= 30 apart in CIELAB (see ``content.lab``)."""
+"""Object colour name -> sRGB: saturated, pairwise > 40 apart in CIELAB (``content.lab``) and > 43 from every background."""
 
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "pale blue": (200, 222, 245),

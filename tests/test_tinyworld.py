@@ -1,0 +1,175 @@
+"""The tiny world (scripts/tinyworld): determinism, grammar, split, content metric, style sets, Content Accuracy node."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from harness import REPO
+
+sys.path.insert(0, str(REPO / "scripts"))
+import tinyworld as tw
+from tinyworld import content
+from tinyworld.make_style_sets import DEFAULT_COUNT, DEFAULT_HELDOUT, heldout_prompts, write_style_set
+
+STYLE_SETS = REPO / "scripts" / "tinyworld" / "style_sets"
+
+
+def test_same_index_same_scene_and_bytes():
+    for i in (0, 1, 17, 10**9 + 3):
+        assert tw.scene(i) == tw.scene(i)
+        for style in tw.STYLES:
+            assert tw.render(tw.scene(i), style).tobytes() == tw.render(tw.scene(i), style).tobytes()
+    images, captions = tw.batch(range(4), style="ink")
+    again, captions_again = tw.batch(range(4), style="ink")
+    assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, again) and captions == captions_again
+
+
+def test_different_indices_differ():
+    scenes = [tw.scene(i) for i in range(200)]
+    assert len({tw.content_key(s) for s in scenes}) > 190
+    assert not np.array_equal(tw.render(scenes[0]), tw.render(scenes[1]))
+
+
+def test_scene_is_one_seeded_generator_per_index():
+    """No global random state: drawing numpy's global RNG in between changes nothing."""
+    first = tw.scene(5)
+    np.random.seed(123)
+    np.random.random(1000)
+    assert tw.scene(5) == first
+
+
+@pytest.mark.parametrize("split", ["train", "heldout", "any"])
+def test_captions_parse_back(split):
+    for i in range(300):
+        s = tw.scene(i, split)
+        assert tw.parse_caption(tw.caption(s)) == s
+        assert tw.parse_caption(tw.caption(s, "inkstyle")) == s
+        assert tw.caption(s, "inkstyle") == "inkstyle, " + tw.caption(s)
+
+
+def test_caption_grammar_example():
+    s = tw.Scene((tw.SceneObject("star", "red", "top left", "large"), tw.SceneObject("ring", "green", "bottom right", "small")), "pale blue")
+    assert tw.caption(s) == "a large red star at the top left and a small green ring at the bottom right on a pale blue background"
+    with pytest.raises(ValueError, match="not in the tiny-world grammar"):
+        tw.parse_caption("a large red hexagon at the top on a pale blue background")
+
+
+def test_grammar_covers_every_attribute():
+    scenes = [tw.scene(i, "any") for i in range(2000)]
+    objects = [o for s in scenes for o in s.objects]
+    assert {o.shape for o in objects} == set(tw.SHAPES) and len(tw.SHAPES) >= 6
+    assert {o.colour for o in objects} == set(tw.COLOURS) and len(tw.COLOURS) >= 8
+    assert {o.position for o in objects} == set(tw.POSITIONS) and len(tw.POSITIONS) == 9
+    assert {o.size for o in objects} == set(tw.SIZES)
+    assert {s.background for s in scenes} == set(tw.BACKGROUNDS)
+    assert {len(s.objects) for s in scenes} == {1, 2}
+    assert all(len({o.position for o in s.objects}) == len(s.objects) for s in scenes)
+
+
+def test_named_colours_are_far_apart_and_from_backgrounds():
+    objects = content.lab(np.array(list(tw.COLOURS.values())) / 255)
+    backgrounds = content.lab(np.array(list(tw.BACKGROUNDS.values())) / 255)
+    between = np.linalg.norm(objects[:, None] - objects[None], axis=-1)
+    assert between[~np.eye(len(objects), dtype=bool)].min() > 40
+    assert np.linalg.norm(objects[:, None] - backgrounds[None], axis=-1).min() > 1.5 * content.FOREGROUND_DELTA_E
+
+
+def test_heldout_split_is_disjoint_by_content():
+    train = {tw.content_key(tw.scene(i, "train")) for i in range(3000)}
+    heldout = {tw.content_key(tw.scene(i, "heldout")) for i in range(300)}
+    assert not train & heldout
+    assert all(tw.is_heldout(tw.scene(i, "heldout")) for i in range(50))
+    # "A and B" is the same picture as "B and A": the key, hence the split, ignores order
+    s = next(tw.scene(i, "heldout") for i in range(100) if len(tw.scene(i, "heldout").objects) == 2)
+    assert tw.is_heldout(tw.Scene(s.objects[::-1], s.background))
+
+
+def test_content_metric_on_ground_truth():
+    scenes = [tw.scene(i, "heldout") for i in range(200)]
+    for style, floor in (("plain", 0.98), ("ink", 0.97), ("mosaic", 0.97)):
+        scores = content.score_images(np.stack([tw.render(s, style) for s in scenes]), scenes)
+        assert content.accuracy(scores) >= floor, (style, content.attribute_accuracy(scores))
+
+
+def test_content_metric_catches_wrong_content():
+    s = tw.scene(3, "heldout")
+    blank = np.full((64, 64, 3), tw.BACKGROUNDS[s.background], np.uint8)
+    assert content.accuracy([content.score_image(blank, s)]) == 0.0
+    obj = s.objects[0]
+    other = tw.SceneObject(
+        tw.SHAPES[(tw.SHAPES.index(obj.shape) + 1) % 6], tw.COLOURS and list(tw.COLOURS)[(list(tw.COLOURS).index(obj.colour) + 1) % 8],
+        tw.POSITIONS[(tw.POSITIONS.index(obj.position) + 4) % 9], obj.size,
+    )
+    wrong = tw.Scene((other,), s.background)
+    assert content.accuracy([content.score_image(tw.render(wrong), tw.Scene((obj,), s.background))]) == 0.0
+
+
+def test_content_metric_tolerates_mild_noise():
+    rng = np.random.default_rng(0)
+    scenes = [tw.scene(i, "heldout") for i in range(100)]
+    images = np.stack([tw.render(s) for s in scenes]) / 255.0
+    noisy = torch.from_numpy(np.clip(images + rng.normal(0, 0.04, images.shape), 0, 1)).float()
+    assert content.accuracy(content.score_images(noisy, scenes)) >= 0.95
+
+
+def test_committed_style_sets_match_the_generator(tmp_path):
+    for style, trigger in tw.TRIGGERS.items():
+        folder = STYLE_SETS / style
+        pngs = sorted((folder / "train").glob("*.png"))
+        assert len(pngs) == DEFAULT_COUNT and 40 <= len(pngs) <= 60
+        write_style_set(tmp_path / style, style, count=3, heldout=DEFAULT_HELDOUT)
+        for i in range(3):
+            name = f"{i:04d}"
+            committed = np.asarray(__import__("PIL.Image").Image.open(folder / "train" / f"{name}.png"))
+            fresh = np.asarray(__import__("PIL.Image").Image.open(tmp_path / style / "train" / f"{name}.png"))
+            assert np.array_equal(committed, fresh), f"{style}/{name}.png is stale: run scripts/tinyworld/make_style_sets.py"
+            assert (folder / "train" / f"{name}.txt").read_text() == (tmp_path / style / "train" / f"{name}.txt").read_text()
+        captions = [p.with_suffix(".txt").read_text(encoding="utf-8").strip() for p in pngs]
+        assert all(c.startswith(trigger + ", ") for c in captions)
+        prompts = json.loads((folder / "heldout_prompts.json").read_text())
+        assert prompts == heldout_prompts(style)
+        train_keys = {tw.content_key(tw.parse_caption(c)) for c in captions}
+        assert all(tw.is_heldout(tw.parse_caption(p)) and tw.content_key(tw.parse_caption(p)) not in train_keys for p in prompts)
+
+
+def test_style_set_reads_as_a_pack_dataset():
+    from flowlora.trainer_core.data.captions import CaptionConfig, scan_folder
+
+    sources = scan_folder(STYLE_SETS / "ink" / "train")
+    assert len(sources) == DEFAULT_COUNT and all(s.caption_path is not None for s in sources)
+    caption, think = CaptionConfig().caption_for(sources[0])
+    assert caption.startswith("inkstyle, ") and think is None
+
+
+# -- Content Accuracy node (demo-only package) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_package(comfy_root):
+    import flowlora_tiny
+
+    return flowlora_tiny
+
+
+def test_content_node_schema_has_tooltips(tiny_package):
+    schema = tiny_package.ContentAccuracy.define_schema()
+    assert schema.node_id == "FlowLoRATinyContentAccuracy"
+    assert all(i.tooltip for i in schema.inputs) and all(o.tooltip for o in schema.outputs)
+
+
+def test_content_node_runs_on_an_image_batch(tiny_package):
+    images, captions = tw.batch(range(6), "heldout", "ink")
+    out = tiny_package.ContentAccuracy.execute(tw.to_comfy(images), "\n".join(captions) + "\n")
+    accuracy, summary = out.args
+    assert accuracy == pytest.approx(1.0) and "content accuracy 100.0%" in summary
+    shuffled = "\n".join(captions[1:] + captions[:1])
+    assert tiny_package.ContentAccuracy.execute(tw.to_comfy(images), shuffled).args[0] < 0.8
+    with pytest.raises(ValueError, match="one tiny-world prompt per image"):
+        tiny_package.ContentAccuracy.execute(tw.to_comfy(images), captions[0])
+    with pytest.raises(ValueError, match="line 2"):
+        tiny_package.ContentAccuracy.execute(tw.to_comfy(images[:2]), captions[0] + "\na blue hexagon")
