@@ -93,11 +93,17 @@ def confine(field: str, value: str, relative_to: str | None = None) -> Path:
         raise ConfigError(
             field,
             value,
-            f"resolves to {real}, outside ComfyUI's folders ({', '.join(roots)}). Use a folder inside one of them "
+            f"resolves to {real}, outside ComfyUI's folders ({_describe(roots)}). Use a folder inside one of them "
             f"(a relative name is read under {folder_paths.get_input_directory()}), or, on a local single-user install, "
             f"start ComfyUI with the environment variable {ALLOW_ANY_PATH_ENV}=1",
         )
     return Path(real)
+
+
+def _describe(roots: list[str], shown: int = 5) -> str:
+    """The first ``shown`` allowed folders (input, output, temp, user, models come first) and how many more."""
+    more = len(roots) - shown
+    return ", ".join(roots[:shown]) + (f" and {more} registered model folders" if more > 0 else "")
 
 
 def check(field: str, value: str | None, relative_to: str | None = None) -> bool | str:
