@@ -173,3 +173,10 @@ def test_content_node_runs_on_an_image_batch(tiny_package):
         tiny_package.ContentAccuracy.execute(tw.to_comfy(images), captions[0])
     with pytest.raises(ValueError, match="line 2"):
         tiny_package.ContentAccuracy.execute(tw.to_comfy(images[:2]), captions[0] + "\na blue hexagon")
+
+
+@pytest.mark.server
+def test_content_node_loads_in_the_live_server(server):
+    """The demo package (symlinked into custom_nodes) finds scripts/tinyworld from ComfyUI's own import."""
+    info = server.get("/object_info")
+    assert "FlowLoRATinyContentAccuracy" in info and "FlowLoRAStyleDistance" in info
