@@ -8,8 +8,15 @@ exactly as dropping the file on the canvas does. :meth:`Frontend.load_workflow`
 then reports, from inside the page:
 
 * node types that ``LiteGraph.registered_node_types`` lacks, both in the JSON
-  and in the loaded graph, and the types the frontend passed to its
-  "missing nodes" dialog;
+  and in the loaded graph, and the types the frontend told the user about: its
+  "missing nodes" dialog (frontend 1.32, ComfyUI 0.3.x) or its error overlay and
+  Errors panel (frontend 1.49, ComfyUI 0.33);
+* nodes the frontend flags with ``has_errors`` for any reason other than a
+  missing model file. Model files a workflow names but the server lacks (every
+  fresh install) are information, listed by :meth:`WorkflowReport.info`: 1.49
+  flags such loaders with ``has_errors`` and counts them in its error overlay,
+  1.32 does neither. What a frontend has is detected (a method, a Pinia store, a
+  ``data-testid``), never inferred from its version;
 * links that do not join existing nodes and slots, that the two ends do not
   both reference, or whose types do not connect (``LiteGraph.isValidConnection``);
 * nodes or links that the frontend dropped while loading;
@@ -54,7 +61,7 @@ VIEWPORT = {"width": 2400, "height": 1350}  # a whole training graph at a zoom w
 FRONTEND_SETTINGS = {
     "Comfy.TutorialCompleted": True,
     "Comfy.Workflow.ShowMissingModelsWarning": False,  # the models are not on a test host
-    "Comfy.Workflow.ShowMissingNodesWarning": True,
+    "Comfy.Workflow.ShowMissingNodesWarning": True,  # 1.32's dialog; 1.49 has the Errors panel instead
     "Comfy.Minimap.Visible": False,  # it would cover a corner of the screenshots
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # draw titles and widgets at any zoom, not grey boxes
 }
@@ -67,7 +74,15 @@ BENIGN_RESOURCE_ERROR = "Failed to load resource"
 # The 1.32 settings store calls onChange on a setting it has no definition for
 # during start-up ("Cannot read properties of undefined (reading 'id')" at
 # onChange <- useSettingStore.set); it happens on an empty host too.
-BENIGN_STARTUP_STACKS = (("Cannot read properties of undefined (reading 'id')", "at onChange"),)
+# Frontend 1.49 (ComfyUI 0.33): the app-mode store's event listener reads
+# app.rootGraph before the graph exists (useEventListener(() => app.rootGraph?.events,
+# 'configured', ...) in stores/appModeStore), and the rootGraph getter logs
+# "ComfyApp graph accessed before initialization"; a host with an empty
+# custom_nodes folder prints it too. It is one string argument, with no stack.
+BENIGN_STARTUP_STACKS = (
+    ("Cannot read properties of undefined (reading 'id')", "at onChange"),
+    ("ComfyApp graph accessed before initialization",),
+)
 
 INIT_SCRIPT = """
 localStorage.setItem('vueNodesBannerDismissed', 'true');
@@ -99,17 +114,22 @@ async ({workflow, name}) => {
     if (!(n.type in registered)) result.missing_types.push({id: n.id, type: n.type});
   }
 
+  // Frontend 1.32 passes the missing types to app.showMissingNodesError, which opens
+  // the missing-nodes dialog; 1.49's loadGraphData no longer calls it (see STATE_JS).
   const originalMissing = app.showMissingNodesError;
-  app.showMissingNodesError = function (types, ...rest) {
-    result.missing_dialog = types.map(t => typeof t === 'string' ? t : t.type);
-    return originalMissing.call(this, types, ...rest);
-  };
+  if (typeof originalMissing === 'function') {
+    app.showMissingNodesError = function (types, ...rest) {
+      result.missing_dialog = types.map(t => typeof t === 'string' ? t : t.type);
+      return originalMissing.call(this, types, ...rest);
+    };
+  }
   try {
+    // The 5th argument is 1.32's; 1.49 ignores an option it does not know.
     await app.loadGraphData(workflow, true, false, name, {showMissingModelsDialog: false});
   } catch (e) {
     result.load_error = String(e && e.stack || e);
   } finally {
-    app.showMissingNodesError = originalMissing;
+    if (typeof originalMissing === 'function') app.showMissingNodesError = originalMissing;
   }
 
   const graphs = [[app.graph, 'root']];
@@ -123,7 +143,7 @@ async ({workflow, name}) => {
     result.nodes_in_graph += g.nodes.length;
     result.links_in_graph += live.length;
     for (const n of g.nodes) {
-      if (!(n.type in registered) || n.has_errors) result.missing_in_graph.push({id: n.id, type: n.type, has_errors: !!n.has_errors});
+      if (!(n.type in registered)) result.missing_in_graph.push({id: n.id, type: n.type, where});
     }
     const isIO = (id) => where !== 'root' && id < 0;   // a subgraph's own input/output node
     for (const l of live) {
@@ -182,6 +202,125 @@ async ({workflow, name}) => {
   app.graph.setDirtyCanvas(true, true);
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   return result;
+}
+"""
+
+# The frontend's Pinia stores, where the app has them (1.49 keeps missing nodes,
+# missing model files and the error overlay's count there). Feature-detected:
+# ``store(id)`` is null on a frontend without that store.
+PINIA_JS = """
+  const pinia = (() => {
+    for (const el of [document.getElementById('vue-app'), ...document.querySelectorAll('[data-v-app]')]) {
+      const p = el && el.__vue_app__ && el.__vue_app__.config.globalProperties.$pinia;
+      if (p && p._s) return p;
+    }
+    return null;
+  })();
+  const store = (id) => (pinia && pinia._s.get(id)) || null;
+"""
+
+# What the frontend flagged once the load has settled (watchers run after a render):
+# nodes with has_errors, missing model files, missing node types, the error overlay.
+#
+# A node's has_errors means different things: 1.32 sets it only on placeholders for
+# unregistered types; 1.49 clears it there and sets it (useNodeErrorFlagSync) on every
+# node that the missing-model store lists, i.e. a loader whose combo names a file the
+# server does not have, as on any fresh install. Such a node is reported as a missing
+# model file (information), any other flagged node as a problem. Missing files come from
+# the 'missingModel' store where it exists, and on every frontend from combo widgets whose
+# value is a file name that the server's option list lacks.
+STATE_JS = r"""
+() => {
+  const app = window.app, LG = window.LiteGraph;
+""" + PINIA_JS + r"""
+  const FILE = /\.(safetensors|sft|ckpt|pt|pth|bin|gguf|onnx|pkl)$/i;
+  const out = {flagged: [], unlisted_combos: [], missing_models: [], missing_nodes_store: null,
+               error_counts: null, other_errors: [], overlay: null};
+
+  const mm = store('missingModel');
+  const candidates = (mm && mm.missingModelCandidates) || [];
+  for (const c of candidates) {
+    out.missing_models.push({node: String(c.nodeId), type: c.nodeType || '', widget: c.widgetName || '',
+                             name: c.name, directory: c.directory || null, source: 'missingModel store'});
+  }
+  const graphs = [[app.graph, 'root']];
+  if (app.graph.subgraphs) for (const [id, sg] of app.graph.subgraphs) graphs.push([sg, 'subgraph ' + (sg.name || id)]);
+  for (const [g, where] of graphs) {
+    for (const n of g.nodes) {
+      const fileMissing = [];
+      for (const w of n.widgets || []) {
+        const values = w.options && w.options.values;
+        if (w.type !== 'combo' || !Array.isArray(values) || w.value == null || values.includes(w.value)) continue;
+        out.unlisted_combos.push({node: String(n.id), where, type: n.type, widget: w.name, value: w.value, options: values.length});
+        if (typeof w.value === 'string' && FILE.test(w.value)) {
+          fileMissing.push(w.name);
+          const known = out.missing_models.some(m => m.widget === w.name && m.name === w.value
+                                                     && (m.node === String(n.id) || m.node.endsWith(':' + n.id)));
+          if (!known) out.missing_models.push({node: String(n.id), type: n.type, widget: w.name, name: w.value,
+                                               directory: null, source: 'combo value not offered'});
+        }
+      }
+      if (!n.has_errors) continue;
+      const id = String(n.id);
+      const byStore = candidates.some(c => {
+        const cid = String(c.nodeId);
+        // root: the node itself, or a subgraph container holding it; a definition: the last id segment
+        return where === 'root' ? (cid === id || cid.startsWith(id + ':')) : cid.split(':').pop() === id;
+      });
+      out.flagged.push({id: n.id, where, type: n.type, registered: n.type in LG.registered_node_types,
+                        missing_model: byStore || fileMissing.length > 0});
+    }
+  }
+
+  const mn = store('missingNodesError');
+  if (mn) {
+    const err = mn.missingNodesError;
+    out.missing_nodes_store = err ? (err.nodeTypes || []).map(t => typeof t === 'string' ? t : t.type) : [];
+  }
+  const ee = store('executionError');
+  if (ee && typeof ee.totalErrorCount === 'number') {
+    const models = mm ? (mm.missingModelCount || 0) : 0;
+    const nodes = mn ? (mn.missingNodeCount || 0) : 0;
+    out.error_counts = {total: ee.totalErrorCount, missing_models: models, missing_nodes: nodes};
+    const media = store('missingMedia');
+    if (media && media.missingMediaCandidates && media.missingMediaCandidates.length)
+      out.other_errors.push('missing media: ' + JSON.stringify(media.missingMediaCandidates).slice(0, 600));
+    for (const k of ['lastNodeErrors', 'lastExecutionError', 'lastPromptError'])
+      if (ee[k] && Object.keys(ee[k]).length) out.other_errors.push(k + ': ' + JSON.stringify(ee[k]).slice(0, 600));
+  }
+  const overlay = document.querySelector('[data-testid="error-overlay"]');
+  if (overlay && overlay.getBoundingClientRect().width > 0) out.overlay = overlay.innerText.trim().replace(/\s+/g, ' ').slice(0, 400);
+  return out;
+}
+"""
+
+# Frontend 1.49 shows no missing-nodes dialog: loadGraphData puts the types in the
+# 'missingNodesError' store and opens an error overlay ("N errors found ... View
+# details"); "View details" opens the right side panel's Errors tab, whose "Missing
+# Node Packs" group lists the types. The checker clicks it, as a user would, and reads
+# that group.
+OPEN_ERRORS_PANEL_JS = """
+async () => {
+  const button = document.querySelector('[data-testid="error-overlay-see-errors"]');
+  if (!button) return null;
+  button.click();
+  for (let i = 0; i < 50; i++) {
+    const group = document.querySelector('[data-testid="error-group-missing-node"]');
+    if (group && group.innerText.trim()) return group.innerText.trim().replace(/\\s+/g, ' ').slice(0, 1000);
+    await new Promise(r => setTimeout(r, 100));
+  }
+  return '';
+}
+"""
+
+# Before the next load: close 1.49's Errors panel and overlay (no-ops on 1.32).
+RESET_PANELS_JS = """
+() => {
+""" + PINIA_JS + """
+  const panel = store('rightSidePanel');
+  if (panel && panel.isOpen && typeof panel.closePanel === 'function') panel.closePanel();
+  const ee = store('executionError');
+  if (ee && typeof ee.dismissErrorOverlay === 'function') ee.dismissErrorOverlay();
 }
 """
 
@@ -254,8 +393,10 @@ class WorkflowReport:
     json_nodes: int
     json_links: int
     missing_types: list[dict]  # node types in the JSON that the frontend does not know
-    missing_in_graph: list[dict]  # loaded nodes that are placeholders / flagged with errors
-    missing_dialog: list[str] | None  # the types the "missing nodes" dialog listed, if it was shown
+    missing_in_graph: list[dict]  # loaded nodes whose type is not registered (placeholders)
+    missing_nodes_shown: list[str] | None  # the types the frontend told the user about, if it did
+    missing_nodes_via: str | None  # where: its missing-nodes dialog (1.32) or its Errors panel (1.49)
+    missing_nodes_ui_text: str  # the text of that dialog or panel group
     link_problems: list[str]  # in the loaded graph
     json_link_problems: list[str]  # in the file itself
     nodes_in_graph: int
@@ -269,6 +410,12 @@ class WorkflowReport:
     seconds: float
     screenshot: Path | None = None
     graphs: list[dict] = field(default_factory=list)
+    flagged: list[dict] = field(default_factory=list)  # nodes with has_errors after the load settled
+    missing_models: list[dict] = field(default_factory=list)  # model files the workflow names that the server lacks
+    unlisted_combos: list[dict] = field(default_factory=list)  # combo values not among the server's options
+    error_counts: dict | None = None  # 1.49's error overlay: total and its missing-model / missing-node parts
+    other_errors: list[str] = field(default_factory=list)  # 1.49: node, prompt or execution errors, missing media
+    error_overlay: str | None = None  # 1.49's "N errors found" overlay text, if shown
 
     def problems(self) -> list[str]:
         """Everything that makes the workflow fail the check, one line each."""
@@ -276,10 +423,13 @@ class WorkflowReport:
         for m in self.missing_types:
             out.append(f"missing node type: node #{m['id']} has type {m['type']!r}, which the frontend has not registered")
         for m in self.missing_in_graph:
-            if not any(m["id"] == x["id"] for x in self.missing_types):
-                out.append(f"node #{m['id']} ({m['type']}) loaded as a placeholder (has_errors={m['has_errors']})")
-        if self.missing_dialog:
-            out.append(f"the frontend showed its missing-nodes dialog for: {', '.join(sorted(set(self.missing_dialog)))}")
+            if not any(str(m["id"]) == str(x["id"]) for x in self.missing_types):
+                out.append(f"node #{m['id']} ({m['type']}) loaded as a placeholder: its type is not registered")
+        for f in self.flagged:
+            if f["registered"] and not f["missing_model"]:
+                out.append(f"node #{f['id']} ({f['type']}, {f['where']}) is flagged with errors (has_errors) after loading, and not for a missing model file")
+        if self.missing_nodes_shown:
+            out.append(f"the frontend reported missing node types in its {self.missing_nodes_via}: {', '.join(sorted(set(self.missing_nodes_shown)))}")
         out += [f"broken link in the file: {p}" for p in self.json_link_problems]
         out += [f"broken link in the loaded graph: {p}" for p in self.link_problems]
         if self.load_error:
@@ -288,9 +438,27 @@ class WorkflowReport:
             out.append(f"the file has {self.json_nodes} nodes, the loaded graph {self.graphs[0]['nodes'] if self.graphs else 0}")
         if self.graphs and self.graphs[0]["links"] != self.json_links:
             out.append(f"the file has {self.json_links} links, the loaded graph {self.graphs[0]['links']}")
+        if self.error_counts:
+            c = self.error_counts
+            if c["total"] > c["missing_models"] + c["missing_nodes"]:
+                out.append(
+                    f"the frontend counts {c['total']} errors (overlay: {self.error_overlay!r}), of which missing model files are "
+                    f"{c['missing_models']} and missing node types {c['missing_nodes']}: {'; '.join(self.other_errors) or 'the rest unnamed'}"
+                )
         out += [f"console {e.kind}: {e.text[:1500]}" for e in self.console_errors]
         out += [f"dialog left open: {d}" for d in self.dialogs]
         out += [f"toast ({t['severity']}): {t['text']}" for t in self.toasts if "error" in t["severity"] or "warn" in t["severity"]]
+        return out
+
+    def info(self) -> list[str]:
+        """What a fresh install is expected to show: model files (or model folders) the user still has to add."""
+        out = []
+        for m in self.missing_models:
+            where = f" (models/{m['directory']})" if m.get("directory") else ""
+            out.append(f"missing model file: {m['name']}{where} for {m['type']} #{m['node']} widget {m['widget']!r}")
+        for c in self.unlisted_combos:
+            if not any(m["widget"] == c["widget"] and m["name"] == c["value"] for m in self.missing_models):
+                out.append(f"value not offered by this server: {c['type']} #{c['node']} widget {c['widget']!r} = {c['value']!r} ({c['options']} options)")
         return out
 
     def to_json(self) -> dict:
@@ -298,12 +466,20 @@ class WorkflowReport:
             "name": self.name,
             "ok": not self.problems(),
             "problems": self.problems(),
+            "info": self.info(),
             "seconds": round(self.seconds, 3),
             "json_nodes": self.json_nodes,
             "json_links": self.json_links,
             "graphs": self.graphs,
             "missing_types": self.missing_types,
-            "missing_dialog": self.missing_dialog,
+            "missing_nodes_shown": self.missing_nodes_shown,
+            "missing_nodes_via": self.missing_nodes_via,
+            "missing_nodes_ui_text": self.missing_nodes_ui_text,
+            "missing_model_files": self.missing_models,
+            "unlisted_combo_values": self.unlisted_combos,
+            "flagged_nodes": self.flagged,
+            "error_counts": self.error_counts,
+            "error_overlay": self.error_overlay,
             "screenshot": str(self.screenshot) if self.screenshot else None,
             "console_errors": [e.__dict__ for e in self.console_errors],
             "resource_errors": [e.__dict__ for e in self.resource_errors],
@@ -397,7 +573,7 @@ class Frontend:
     as ready (the pack's, so its definitions have arrived).
     """
 
-    def __init__(self, server_url: str, ready_type: str = "FlowLoRALoraTrainer", timeout_s: float = 60.0):
+    def __init__(self, server_url: str, ready_type: str = "FlowLoRALoraTrainer", timeout_s: float = 120.0):
         self.server_url = server_url
         self.ready_type = ready_type
         self.timeout_ms = timeout_s * 1000
@@ -468,14 +644,25 @@ class Frontend:
     def load_workflow(self, workflow: dict, name: str, screenshot: Path | None = None) -> WorkflowReport:
         """``app.loadGraphData(workflow)`` and inspect the result; optionally save a screenshot."""
         self.close_dialogs()
+        self.page.evaluate(RESET_PANELS_JS)
         self.page.evaluate("() => document.querySelectorAll('.p-toast-message').forEach(t => t.remove())")
         mark = len(self.console)
         t0 = time.monotonic()
         result = self.page.evaluate(LOAD_AND_CHECK_JS, {"workflow": workflow, "name": name})
-        # Give deferred work (widgets, node previews, dialogs) a moment to complain.
+        # Give deferred work (widgets, node previews, dialogs, error flags) a moment to complain.
         self.page.wait_for_timeout(300)
+        state = self.page.evaluate(STATE_JS)
         seconds = time.monotonic() - t0
         dialogs = self.page.evaluate(OPEN_DIALOGS_JS)
+        # How the frontend told the user about missing node types, by what this frontend has.
+        shown, via, ui_text = None, None, ""
+        if result["missing_dialog"] is not None:  # 1.32: app.showMissingNodesError -> dialog
+            shown, via, ui_text = result["missing_dialog"], "missing-nodes dialog", " | ".join(dialogs)
+        elif state["missing_nodes_store"]:  # 1.49: missingNodesError store -> overlay -> Errors panel
+            shown = state["missing_nodes_store"]
+            panel = self.page.evaluate(OPEN_ERRORS_PANEL_JS) if state["overlay"] else None
+            via = "error overlay and Errors panel" if panel else "missing-nodes store, with no overlay or panel shown"
+            ui_text = " | ".join(t for t in (state["overlay"], panel) if t)
         toasts = self.page.evaluate(TOASTS_JS)
         new = self.console[mark:]
         if screenshot is not None:
@@ -487,7 +674,9 @@ class Frontend:
             json_links=len(workflow.get("links") or []),
             missing_types=result["missing_types"],
             missing_in_graph=result["missing_in_graph"],
-            missing_dialog=result["missing_dialog"],
+            missing_nodes_shown=shown,
+            missing_nodes_via=via,
+            missing_nodes_ui_text=ui_text,
             link_problems=result["link_problems"],
             json_link_problems=check_workflow_json(workflow),
             nodes_in_graph=result["nodes_in_graph"],
@@ -501,4 +690,10 @@ class Frontend:
             seconds=seconds,
             screenshot=screenshot,
             graphs=result["graphs"],
+            flagged=state["flagged"],
+            missing_models=state["missing_models"],
+            unlisted_combos=state["unlisted_combos"],
+            error_counts=state["error_counts"],
+            other_errors=state["other_errors"],
+            error_overlay=state["overlay"],
         )

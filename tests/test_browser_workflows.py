@@ -107,6 +107,12 @@ def test_checker_passes_a_clean_workflow(frontend):
     report = frontend.load_workflow(_good_workflow(), "selftest_good.json")
     assert report.problems() == []
     assert report.graphs[0] == {"where": "root", "nodes": 4, "links": 2}
+    # The test host has no model files: both loaders name one, reported as information.
+    # (Frontend 1.49 also flags both nodes with has_errors and counts them in its error overlay.)
+    info = "\n".join(report.info())
+    assert "missing model file: z_image_turbo_bf16.safetensors" in info, info
+    assert "missing model file: my_lora.safetensors" in info, info
+    assert {(m["node"], m["widget"]) for m in report.missing_models} == {("1", "unet_name"), ("2", "lora_name")}, report.missing_models
 
 
 def test_checker_names_missing_types_and_broken_links(frontend):
@@ -116,10 +122,57 @@ def test_checker_names_missing_types_and_broken_links(frontend):
     bad["links"][0][5] = "MODEL"
     bad["links"].append([3, 1, 0, 99, 0, "MODEL"])  # to a node that does not exist
     bad["nodes"][0]["outputs"][0]["links"].append(3)
-    report = frontend.load_workflow(bad, "selftest_bad.json")
+    report = frontend.load_workflow(bad, "selftest_bad.json", screenshot=ARTIFACTS / "selftest_bad.png")
     frontend.close_dialogs()
     text = "\n".join(report.problems())
     assert "node #3 has type 'FlowLoRANoSuchNode'" in text, text
-    assert "missing-nodes dialog for: FlowLoRANoSuchNode" in text, text
+    # 1.32 opens its missing-nodes dialog; 1.49 an error overlay whose "View details" opens
+    # the Errors panel. Either way the user must see the type's name.
+    assert "the frontend reported missing node types in its " in text and "FlowLoRANoSuchNode" in str(report.missing_nodes_shown), text
+    assert "FlowLoRANoSuchNode" in report.missing_nodes_ui_text, (report.missing_nodes_via, report.missing_nodes_ui_text)
     assert "link 3 (1:0 -> 99:0, MODEL): target node 99 does not exist" in text, text
     assert "output type MODEL of UNETLoader #1 does not match input 'model' (CLIP) of FlowLoRALoraLoader #2" in text, text
+    # The missing model files stay information, not problems.
+    assert "my_lora.safetensors" not in text, text
+
+
+def _report(**changes) -> browser.WorkflowReport:
+    fields = dict(
+        name="x.json", json_nodes=1, json_links=0, missing_types=[], missing_in_graph=[], missing_nodes_shown=None,
+        missing_nodes_via=None, missing_nodes_ui_text="", link_problems=[], json_link_problems=[], nodes_in_graph=1,
+        links_in_graph=0, load_error=None, console_errors=[], resource_errors=[], warnings=[], dialogs=[], toasts=[],
+        seconds=0.0, graphs=[{"where": "root", "nodes": 1, "links": 0}],
+    )
+    return browser.WorkflowReport(**{**fields, **changes})
+
+
+def test_report_tells_missing_model_files_from_other_node_errors():
+    """No browser: has_errors for a missing file is information, for anything else a problem."""
+    model = {"node": "1", "type": "UNETLoader", "widget": "unet_name", "name": "a.safetensors", "directory": "diffusion_models", "source": "missingModel store"}
+    flagged_for_file = {"id": 1, "where": "root", "type": "UNETLoader", "registered": True, "missing_model": True}
+    ok = _report(flagged=[flagged_for_file], missing_models=[model], error_counts={"total": 1, "missing_models": 1, "missing_nodes": 0})
+    assert ok.problems() == []
+    assert ok.info() == ["missing model file: a.safetensors (models/diffusion_models) for UNETLoader #1 widget 'unet_name'"]
+
+    other = _report(flagged=[{**flagged_for_file, "missing_model": False}])
+    assert "is flagged with errors (has_errors) after loading, and not for a missing model file" in "\n".join(other.problems())
+
+    extra = _report(missing_models=[model], error_counts={"total": 2, "missing_models": 1, "missing_nodes": 0}, other_errors=["lastNodeErrors: {...}"])
+    assert "the frontend counts 2 errors" in "\n".join(extra.problems())
+
+    placeholder = _report(missing_in_graph=[{"id": 5, "type": "Gone", "where": "root"}])
+    assert "node #5 (Gone) loaded as a placeholder" in "\n".join(placeholder.problems())
+
+
+def test_checker_reports_console_errors(frontend):
+    """A console error while a workflow loads is a problem (here from a page extension made for the test)."""
+    frontend.page.evaluate(
+        """() => app.registerExtension({name: 'FlowLoRA.selftest.console', loadedGraphNode(node) {
+             if (node.title === 'FLOWLORA_SELFTEST_CONSOLE_ERROR') console.error('FlowLoRA self-test: an error while loading');
+           }})"""
+    )
+    workflow = _good_workflow()
+    workflow["nodes"][3]["title"] = "FLOWLORA_SELFTEST_CONSOLE_ERROR"
+    text = "\n".join(frontend.load_workflow(workflow, "selftest_console.json").problems())
+    assert "console error: FlowLoRA self-test: an error while loading" in text, text
+    assert text.count("\n") == 0, text  # nothing else
