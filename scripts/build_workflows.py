@@ -474,14 +474,16 @@ def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     return {"loader": loader, "vae": vae, "dataset": dataset, "lora": lora, "optimizer": optimizer}
 
 
-def u1_trainer(wf: Workflow, shared: dict[str, Node], recipe: dict[str, Node], name: str, x: float, y: float) -> Node:
+def u1_trainer(wf: Workflow, shared: dict[str, Node], recipe: dict[str, Node], name: str, x: float, y: float, folder: str = "flowlora/u1_") -> Node:
+    """One run's trainer; ``folder + name`` is its output name (the all-in-one graph uses its own, so running
+    it after a single-run workflow never collides with that run's files)."""
     label, _, _, p_text, p_both = U1_RUNS[name]
     return wf.add(
         "FlowLoRALoraTrainer", (x, y), node_title=f"Train {label}",
         model=shared["loader"]["MODEL"], dataset=shared["dataset"]["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"],
         lora=shared["lora"]["lora"], optimizer=shared["optimizer"]["optimizer"],
         steps=6000, epochs=0, batch_size=1, seed=U1_SEED, p_text=p_text, p_both=p_both, training_dtype="bf16", gradient_checkpointing=True, save_every=500,
-        output_name=f"flowlora/u1_{name}", resume=False,
+        output_name=f"{folder}{name}", resume=False,
     )
 
 
@@ -541,7 +543,8 @@ seed from the base model and every run (50-step Euler, cfg 4, shift 3), and buil
 - the **training plots** with all five runs overlaid (report figures 1-5: x0-MSE,
   active loss and v-MSE with a 121-step moving average, the t histogram, dropout routes).
 
-Each run's LoRA lands in `models/loras/flowlora/u1_<run>.safetensors`. On the 8B
+Each run's LoRA lands in `models/loras/flowlora/u1_ablation/<run>.safetensors` (its own names, so
+the single-run workflows' files are never touched). On the 8B
 model every run takes hours: use the single-run workflows to run them separately.
 Model and dataset locations: as in the single-run workflows (see their notes).
 """
@@ -554,7 +557,7 @@ def u1_ablation_all() -> Workflow:
     trainers = {}
     for i, name in enumerate(U1_RUNS):
         recipe = u1_recipe(wf, name, 780 + i * 760, 0)
-        trainer = u1_trainer(wf, shared, recipe, name, 1160 + i * 760, 0)
+        trainer = u1_trainer(wf, shared, recipe, name, 1160 + i * 760, 0, folder="flowlora/u1_ablation/")
         wf.group(f"Run {U1_RUNS[name][0]}", [*recipe.values(), trainer], GROUP_COLOURS["recipe"])
         trainers[name] = trainer
     conds, latent = u1_prompts(wf, shared, 0, 1300)
@@ -612,7 +615,7 @@ def demo_tiny() -> Workflow:
     trainer = wf.add(
         "FlowLoRALoraTrainer", (1980, 0), node_title="LoRA Trainer: 40 steps",
         model=unet["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
-        steps=40, epochs=0, batch_size=1, seed=0, training_dtype="fp32", gradient_checkpointing=False, save_every=20, output_name="flowlora/demo_tiny", resume=False,
+        steps=40, epochs=0, batch_size=1, seed=0, training_dtype="fp32", gradient_checkpointing=False, save_every=20, output_name="flowlora/demo_tiny", resume=False, overwrite=True,
     )
     wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
     prompts = ("demo, a red circle on a cream background", "demo, a yellow star on a cream background")
