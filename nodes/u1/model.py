@@ -15,7 +15,8 @@ U1's parameterisation in ComfyUI's sigma (sigma = 1 - t):
 - the network predicts x0; ``calculate_denoised`` applies the t_eps clamp so
   ComfyUI's Euler step equals U1's ``z += (t_next - t) * (x0_hat - z) / max(1 - t, t_eps)``;
 - ``noise_scaling`` multiplies the unit noise by U1's resolution noise scale
-  ``s_eff = min(noise_scale * sqrt(N / 64), max)``, N = 32-px tokens, and the
+  ``s_eff = min(noise_scale * sqrt(N / 64), max)``, N = the model's generation
+  tokens (32 px for official checkpoints; ``U1Config.token_px``), and the
   loader makes ComfyUI's stochastic samplers scale the noise they add by the
   same ``s_eff`` (:func:`compat.add_noise_scale`);
 - sigmas are ComfyUI's discrete-flow table with U1's timestep shift
@@ -101,8 +102,9 @@ class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mode
         return raw_x0(model_input, denoised, _sigma_view(sigma, denoised), self.u1_t_eps)
 
     def u1_noise_scale(self, x: torch.Tensor) -> float:
-        """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``."""
-        return self.u1_config.noise_scale_for((x.shape[-2] // 32) * (x.shape[-1] // 32))
+        """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``: N counts the model's own tokens (official: 32 px)."""
+        px = self.u1_config.token_px
+        return self.u1_config.noise_scale_for((x.shape[-2] // px) * (x.shape[-1] // px))
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         """``z = (1 - sigma) * x0 + sigma * s_eff * eps`` (U1's ``t * x0 + (1 - t) * s * eps``)."""

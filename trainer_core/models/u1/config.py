@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import require
+from ...errors import ConfigError, require
 
 PATCH_SIZE = 16
-"""Pixels per side of one vision patch (``vision_config.patch_size``)."""
+"""Official pixels per side of one vision patch (``vision_config.patch_size``; the default of :class:`VisionConfig`)."""
 
 MERGE = 2
-"""Patches merged per side into one generation token (1 / downsample_ratio)."""
+"""Official patches merged per side into one generation token (1 / ``downsample_ratio`` 0.5)."""
 
 TOKEN_PX = PATCH_SIZE * MERGE
-"""Pixels per side of one generation token: 32."""
+"""Official pixels per side of one generation token: 32. A model's own value is :attr:`U1Config.token_px`."""
 
 TIME_FREQ_DIM = 256
 """Width of the sinusoidal time / noise-scale embedding."""
@@ -55,14 +55,37 @@ class LLMConfig:
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """The two-convolution patch embedder (understanding and generation)."""
+    """The two-convolution patch embedder (understanding and generation).
+
+    ``patch_size`` (pixels per side of the first conv's patch) and
+    ``downsample_ratio`` (the dense conv merges ``1 / downsample_ratio``
+    patches per side) fix the generation token: :attr:`token_px` pixels per
+    side, 16 / 0.5 = 32 for every official checkpoint. Both are read from
+    config.json (``vision_config``, or the top level for ``downsample_ratio``,
+    where the official file also has it), so a smaller model can use smaller tokens.
+    """
 
     hidden_size: int = 1024
     rope_theta_vision: float = 10_000.0
     num_channels: int = 3
+    patch_size: int = PATCH_SIZE
+    downsample_ratio: float = 1.0 / MERGE
 
     def __post_init__(self):
         require(self.hidden_size % 4 == 0, "vision_config.hidden_size", self.hidden_size, "must be a multiple of 4 (2-D RoPE over interleaved pairs)")
+        require(isinstance(self.patch_size, int) and self.patch_size >= 1, "vision_config.patch_size", self.patch_size, "must be an integer >= 1")
+        merge = 1.0 / self.downsample_ratio if self.downsample_ratio > 0 else 0.0
+        require(merge >= 1 and abs(merge - round(merge)) < 1e-6, "downsample_ratio", self.downsample_ratio, "must be 1 / k for an integer k >= 1 (official: 0.5)")
+
+    @property
+    def merge(self) -> int:
+        """Patches merged per side into one generation token (the dense conv's kernel and stride)."""
+        return round(1.0 / self.downsample_ratio)
+
+    @property
+    def token_px(self) -> int:
+        """Pixels per side of one generation token (official: 32)."""
+        return self.patch_size * self.merge
 
 
 @dataclass(frozen=True)
@@ -89,15 +112,30 @@ class U1Config:
         require(self.fm_head_layers == 2, "fm_head_layers", self.fm_head_layers, "only 2 (the U1/U1.5 heads) is implemented; the deep AdaLN head is not")
 
     @property
+    def token_px(self) -> int:
+        """Pixels per side of one generation token: ``vision_config.patch_size / downsample_ratio`` (official: 32)."""
+        return self.vision.token_px
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """``(token_h, token_w)`` of an image; ConfigError unless both sides are multiples of :attr:`token_px`."""
+        px = self.token_px
+        if height % px or width % px:
+            raise ConfigError("image size", (width, height), f"this U1 model needs width and height that are multiples of {px} pixels (its generation token)")
+        return height // px, width // px
+
+    @property
     def head_kind(self) -> str:
         """Registry name of the output head: ``"mlp"`` (U1) or ``"conv_decoder"`` (U1.5)."""
         return "conv_decoder" if self.use_pixel_head else "mlp"
 
     def noise_scale_for(self, num_tokens: int) -> float:
-        """Effective noise scale ``s_eff`` for ``num_tokens`` 32-px tokens (spec 4.1).
+        """Effective noise scale ``s_eff`` for ``num_tokens`` generation tokens (spec 4.1).
 
         ``s = noise_scale * sqrt(N / base)`` (``dynamic_sqrt`` takes a further
         square root), clamped to ``noise_scale_max_value`` as inference does.
+        N counts the model's own tokens (:attr:`token_px` per side), as the
+        official code does (``gh * gw * downsample_ratio**2`` on its patch
+        grid): 32-px tokens for every official checkpoint.
         """
         s = self.noise_scale * math.sqrt(num_tokens / self.noise_scale_base_image_seq_len)
         if self.noise_scale_mode == "dynamic_sqrt":
@@ -111,6 +149,9 @@ class U1Config:
         if "head_dim" not in llm_raw and "hidden_size" in llm_raw and "num_attention_heads" in llm_raw:
             llm_raw["head_dim"] = llm_raw["hidden_size"] // llm_raw["num_attention_heads"]
         vis_raw = dict(raw.get("vision_config", {}))
+        vis_raw.setdefault("downsample_ratio", raw.get("downsample_ratio", 1.0 / MERGE))
+        if isinstance(vis_raw["downsample_ratio"], list | tuple):  # the official 1-tuple quirk (spec 1.2)
+            vis_raw["downsample_ratio"] = vis_raw["downsample_ratio"][0]
         top = {f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name not in ("llm", "vision") and f.name in raw}
         return cls(llm=_pick(LLMConfig, llm_raw), vision=_pick(VisionConfig, vis_raw), **top)
 
@@ -125,7 +166,8 @@ class U1Config:
         out["model_type"] = "neo_chat"
         out["architectures"] = ["NEOChatModel"]
         out["llm_config"] = {**dataclasses.asdict(self.llm), "model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"]}
-        out["vision_config"] = {**dataclasses.asdict(self.vision), "patch_size": PATCH_SIZE, "llm_hidden_size": self.llm.hidden_size}
+        out["downsample_ratio"] = self.vision.downsample_ratio
+        out["vision_config"] = {**dataclasses.asdict(self.vision), "llm_hidden_size": self.llm.hidden_size}
         return out
 
 

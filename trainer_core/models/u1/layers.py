@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...registry import Registry
-from .config import PATCH_SIZE, TIME_FREQ_DIM, TOKEN_PX, LLMConfig, VisionConfig
+from .config import TIME_FREQ_DIM, TOKEN_PX, LLMConfig, VisionConfig
 
 TORCH_OPS = SimpleNamespace(Linear=nn.Linear, Conv2d=nn.Conv2d, Embedding=nn.Embedding)
 """The default ``ops``: plain torch layers."""
@@ -192,13 +192,14 @@ class TimestepEmbedder(nn.Module):
 
 
 class VisionEmbeddings(nn.Module):
-    """Patch conv (16 px) -> GELU -> 2-D RoPE -> 2x2 dense conv (spec 3.3)."""
+    """Patch conv (``patch_size``, official 16 px) -> GELU -> 2-D RoPE -> ``merge`` x ``merge`` dense conv (official 2x2; spec 3.3)."""
 
     def __init__(self, vcfg: VisionConfig, llm_hidden: int, ops=TORCH_OPS, dtype=None, device=None):
         super().__init__()
         self.theta = vcfg.rope_theta_vision
-        self.patch_embedding = ops.Conv2d(vcfg.num_channels, vcfg.hidden_size, PATCH_SIZE, stride=PATCH_SIZE, dtype=dtype, device=device)
-        self.dense_embedding = ops.Conv2d(vcfg.hidden_size, llm_hidden, TOKEN_PX // PATCH_SIZE, stride=TOKEN_PX // PATCH_SIZE, dtype=dtype, device=device)
+        p, m = vcfg.patch_size, vcfg.merge
+        self.patch_embedding = ops.Conv2d(vcfg.num_channels, vcfg.hidden_size, p, stride=p, dtype=dtype, device=device)
+        self.dense_embedding = ops.Conv2d(vcfg.hidden_size, llm_hidden, m, stride=m, dtype=dtype, device=device)
 
     def rope_2d(self, f: Tensor) -> Tensor:
         """``(B, C, gh, gw)``: channels ``0..C/2`` rotated by column, ``C/2..C`` by row; interleaved pairs, fp32."""
@@ -218,7 +219,7 @@ class VisionEmbeddings(nn.Module):
         return out.permute(0, 3, 1, 2).to(f.dtype)
 
     def forward(self, image: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` -> ``(B, N, D)``, tokens row-major over the 32-px grid."""
+        """``(B, 3, H, W)`` -> ``(B, N, D)``, tokens row-major over the token grid (official: 32 px)."""
         f = F.gelu(self.patch_embedding(image))
         f = self.dense_embedding(self.rope_2d(f))
         return f.flatten(2).transpose(1, 2)
@@ -235,19 +236,29 @@ class VisionModel(nn.Module):
         return self.embeddings(image)
 
 
-def patchify32(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` -> ``(B, N, 3072)``, channel-last inside each 32-px block: ``(p*32 + q)*3 + c``."""
+def patchify(x: Tensor, px: int = TOKEN_PX) -> Tensor:
+    """``(B, 3, H, W)`` -> ``(B, N, px*px*3)``, channel-last inside each ``px``-pixel block: ``(p*px + q)*3 + c``."""
     b, c, h, w = x.shape
-    th, tw = h // TOKEN_PX, w // TOKEN_PX
-    x = x.view(b, c, th, TOKEN_PX, tw, TOKEN_PX).permute(0, 2, 4, 3, 5, 1)
-    return x.reshape(b, th * tw, TOKEN_PX * TOKEN_PX * c)
+    th, tw = h // px, w // px
+    x = x.view(b, c, th, px, tw, px).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, th * tw, px * px * c)
+
+
+def unpatchify(tokens: Tensor, th: int, tw: int, px: int = TOKEN_PX, channels: int = 3) -> Tensor:
+    """Inverse of :func:`patchify`: ``(B, N, px*px*3)`` -> ``(B, 3, px*th, px*tw)``."""
+    b = tokens.shape[0]
+    x = tokens.view(b, th, tw, px, px, channels).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, channels, th * px, tw * px)
+
+
+def patchify32(x: Tensor) -> Tensor:
+    """:func:`patchify` with the official 32-px token: ``(B, 3, H, W)`` -> ``(B, N, 3072)``."""
+    return patchify(x, TOKEN_PX)
 
 
 def unpatchify32(tokens: Tensor, th: int, tw: int, channels: int = 3) -> Tensor:
     """Inverse of :func:`patchify32`: ``(B, N, 3072)`` -> ``(B, 3, 32*th, 32*tw)``."""
-    b = tokens.shape[0]
-    x = tokens.view(b, th, tw, TOKEN_PX, TOKEN_PX, channels).permute(0, 5, 1, 3, 2, 4)
-    return x.reshape(b, channels, th * TOKEN_PX, tw * TOKEN_PX)
+    return unpatchify(tokens, th, tw, TOKEN_PX, channels)
 
 
 HEADS: Registry[type] = Registry("U1 fm_head")
@@ -255,29 +266,31 @@ HEADS: Registry[type] = Registry("U1 fm_head")
 
 @HEADS.register("mlp")
 class MLPHead(nn.Sequential):
-    """U1: ``0`` Linear(D, D) -> GELU (erf) -> ``2`` Linear(D, 3072); tokens unpatchified."""
+    """U1: ``0`` Linear(D, D) -> GELU (erf) -> ``2`` Linear(D, px*px*3) (official 3072); tokens unpatchified."""
 
-    def __init__(self, hidden: int, ops=TORCH_OPS, dtype=None, device=None):
-        super().__init__(ops.Linear(hidden, hidden, dtype=dtype, device=device), nn.GELU(), ops.Linear(hidden, TOKEN_PX * TOKEN_PX * 3, dtype=dtype, device=device))
+    def __init__(self, hidden: int, ops=TORCH_OPS, dtype=None, device=None, token_px: int = TOKEN_PX):
+        super().__init__(ops.Linear(hidden, hidden, dtype=dtype, device=device), nn.GELU(), ops.Linear(hidden, token_px * token_px * 3, dtype=dtype, device=device))
+        self.token_px = token_px
 
     def forward(self, h: Tensor, th: int, tw: int) -> Tensor:
-        """``(B, N, D)`` -> image ``(B, 3, 32*th, 32*tw)``."""
-        return unpatchify32(super().forward(h), th, tw)
+        """``(B, N, D)`` -> image ``(B, 3, px*th, px*tw)``."""
+        return unpatchify(super().forward(h), th, tw, self.token_px)
 
 
 @HEADS.register("conv_decoder")
 class ConvDecoderHead(nn.Module):
-    """U1.5: PixelShuffle(2) -> conv1 3x3 -> GELU -> PixelShuffle(2) -> conv2 3x3 -> PixelShuffle(8)."""
+    """U1.5: PixelShuffle(2) -> conv1 3x3 -> GELU -> PixelShuffle(2) -> conv2 3x3 -> PixelShuffle(px/4) (official 8)."""
 
-    def __init__(self, hidden: int, ops=TORCH_OPS, dtype=None, device=None):
+    def __init__(self, hidden: int, ops=TORCH_OPS, dtype=None, device=None, token_px: int = TOKEN_PX):
         super().__init__()
+        self.last = token_px // 4
         self.conv1 = ops.Conv2d(hidden // 4, hidden // 4, 3, padding=1, dtype=dtype, device=device)
-        self.conv2 = ops.Conv2d(hidden // 16, 3 * 8 * 8, 3, padding=1, dtype=dtype, device=device)
+        self.conv2 = ops.Conv2d(hidden // 16, 3 * self.last * self.last, 3, padding=1, dtype=dtype, device=device)
 
     def forward(self, h: Tensor, th: int, tw: int) -> Tensor:
-        """``(B, N, D)`` -> image ``(B, 3, 32*th, 32*tw)``."""
+        """``(B, N, D)`` -> image ``(B, 3, px*th, px*tw)``."""
         b, _, d = h.shape
         x = h.transpose(1, 2).reshape(b, d, th, tw)
         x = F.gelu(self.conv1(F.pixel_shuffle(x, 2)))
         x = self.conv2(F.pixel_shuffle(x, 2))
-        return F.pixel_shuffle(x, 8)
+        return F.pixel_shuffle(x, self.last)

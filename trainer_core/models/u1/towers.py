@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
-from .config import TOKEN_PX, U1Config
+from .config import U1Config
 from .layers import HEADS, TORCH_OPS, DecoderLayer, RMSNorm, TimestepEmbedder, VisionModel, attend
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class GenerationTower(nn.Module):
                 "timestep_embedder": TimestepEmbedder(llm.hidden_size, ops, dtype, device),
                 "noise_scale_embedder": TimestepEmbedder(llm.hidden_size, ops, dtype, device),
                 "vision_model_mot_gen": VisionModel(cfg.vision, llm.hidden_size, ops, dtype, device),
-                "fm_head": HEADS.get(cfg.head_kind, "use_pixel_head")(llm.hidden_size, ops, dtype, device),
+                "fm_head": HEADS.get(cfg.head_kind, "use_pixel_head")(llm.hidden_size, ops, dtype, device, token_px=cfg.token_px),
             }
         )
         if not cfg.add_noise_scale_embedding:
@@ -164,7 +164,7 @@ class GenerationTower(nn.Module):
 
     def embed(self, x: Tensor, t: Tensor, noise_scale: float | None = None) -> Tensor:
         """``h0 = VisionGen(x) + E_t(t) + E_s(s_eff / max)``: ``(B, 3, H, W)`` -> ``(B, N, D)``."""
-        th, tw = _token_grid(x)
+        th, tw = self.cfg.token_grid(*x.shape[-2:])
         fm = self.fm_modules
         s_eff = self.cfg.noise_scale_for(th * tw) if noise_scale is None else noise_scale
         dt = self.compute_dtype or self.dtype
@@ -178,14 +178,14 @@ class GenerationTower(nn.Module):
     def forward(self, x: Tensor, t: Tensor, prefix: PrefixKV, noise_scale: float | None = None) -> Tensor:
         """x0 prediction in pixel space.
 
-        ``x``: noisy image ``(B, 3, H, W)``, H and W multiples of 32, the state
+        ``x``: noisy image ``(B, 3, H, W)``, H and W multiples of the token size (official 32 px), the state
         ``z_t`` in [-1, 1] units (noise already scaled by ``s_eff``).
         ``t``: U1 time ``(B,)`` or scalar, 1 = clean. ``prefix``: per-layer KV
         with batch 1 or B. ``noise_scale``: ``s_eff``, default from the token
         count by the config's resolution rule. Returns ``(B, 3, H, W)`` in the
         tower's dtype.
         """
-        th, tw = _token_grid(x)
+        th, tw = self.cfg.token_grid(*x.shape[-2:])
         h = self.embed(x, t, noise_scale)
         pos = image_positions(prefix.length, th, tw, device=h.device)
         b = h.shape[0]
@@ -211,13 +211,6 @@ def _batch(x: Tensor, b: int) -> Tensor:
     raise ConfigError("prefix KV batch", x.shape[0], f"must be 1 or the image batch {b}")
 
 
-def _token_grid(x: Tensor) -> tuple[int, int]:
-    h, w = x.shape[-2:]
-    if h % TOKEN_PX or w % TOKEN_PX:
-        raise ConfigError("image size", (w, h), f"U1 needs width and height that are multiples of {TOKEN_PX} pixels")
-    return h // TOKEN_PX, w // TOKEN_PX
-
-
 def forward_uncached(prefix_tower: PrefixTower, gen_tower: GenerationTower, input_ids: Tensor, x: Tensor, t: Tensor, noise_scale: float | None = None) -> Tensor:
     """Reference forward without the cache: text and image in one sequence.
 
@@ -228,7 +221,7 @@ def forward_uncached(prefix_tower: PrefixTower, gen_tower: GenerationTower, inpu
     prove the prefix-KV cache exact, and is L/N times costlier per step.
     """
     pm, gm = prefix_tower.language_model.model, gen_tower.language_model.model
-    th, tw = _token_grid(x)
+    th, tw = gen_tower.cfg.token_grid(*x.shape[-2:])
     b, length = x.shape[0], input_ids.shape[1]
     n = th * tw
     xi = gen_tower.embed(x, t, noise_scale)
