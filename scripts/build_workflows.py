@@ -423,6 +423,8 @@ U1_NOTE = f"""
 One run of the U1 ablation report (tables 1 and 3): LoRA r 64 / alpha 64 on the
 generation tower's attention and MLP (294 adapters on the 8B) plus the `fm_modules`
 subtree trained in full, PagedAdamW8bit lr 5e-5, 6000 steps, batch 1, fixed seed.
+As train_u1 (`train_u1/scripts/train_bf16_offload.py`, lines 639-646 and 745-756): AdamW
+betas (0.9, 0.95) and no gradient clipping (`max_grad_norm` 0).
 
 | run | loss | t | p_text, p_both |
 |---|---|---|---|
@@ -469,7 +471,11 @@ def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     dataset = wf.add("FlowLoRADataset", (x, y + 380), folder=U1_DATASET, vae=vae["VAE"], u1_text_encoder=loader["text_encoder"], trigger="", template="{trigger}, {caption}\n---think---\n{think}",
                      bucket_mode="sensenova_u1", bucket_step=32, crop="stretch", seed=0)
     lora = wf.add("FlowLoRALoraConfig", (x + 370, y), node_title="LoRA r64 / a64 + fm_modules in full", preset="u1_attn_mlp_no_head", rank=64, alpha=64.0, unfreeze=U1_UNFREEZE)
-    optimizer = wf.add("FlowLoRAOptimizerConfig", (x + 370, y + 520), node_title="PagedAdamW8bit 5e-5", optimizer="paged_adamw8bit", learning_rate=5e-5, schedule="constant", grad_accumulation=1, max_grad_norm=1.0)
+    # train_u1 (Yidhar/sensenova-u1-lora-trainer @555d1c0) train_u1/scripts/train_bf16_offload.py:639-646: PagedAdamW8bit
+    # with betas (0.9, 0.95) and bnb's defaults otherwise (eps 1e-8, weight decay 0.01, as the node's); L745-756:
+    # backward, then optimizer.step() with no gradient clipping in between.
+    optimizer = wf.add("FlowLoRAOptimizerConfig", (x + 370, y + 520), node_title="PagedAdamW8bit 5e-5, betas (0.9, 0.95), no clipping", optimizer="paged_adamw8bit", learning_rate=5e-5,
+                       beta1=0.9, beta2=0.95, schedule="constant", grad_accumulation=1, max_grad_norm=0.0)
     wf.group("2. Dataset and shared settings (table 3)", [dataset, lora, optimizer], GROUP_COLOURS["data"])
     return {"loader": loader, "vae": vae, "dataset": dataset, "lora": lora, "optimizer": optimizer}
 
@@ -546,7 +552,8 @@ seed from the base model and every run (50-step Euler, cfg 4, shift 3), and buil
 Each run's LoRA lands in `models/loras/flowlora/u1_ablation/<run>.safetensors` (its own names, so
 the single-run workflows' files are never touched). On the 8B
 model every run takes hours: use the single-run workflows to run them separately.
-Model and dataset locations: as in the single-run workflows (see their notes).
+Model and dataset locations, optimizer (train_u1's AdamW betas (0.9, 0.95), no gradient
+clipping) and preprocessing: as in the single-run workflows (see their notes).
 """
 
 
