@@ -40,7 +40,9 @@ U1TextEncoderType = io.Custom("FLOWLORA_U1_TEXT_ENCODER")
 """SenseNova-U1's understanding tower + tokenizer (``nodes.u1.model.U1TextEncoder``)."""
 
 CACHE_FOLDER = ".flowlora_cache"
-CONFIG_INPUTS = ("trigger", "template", "caption_dropout", "missing_caption", "default_caption", "bad_files", "background", "bucket_mode", "max_pixels", "bucket_step", "max_aspect", "bucket_list", "allow_upscale", "crop", "seed", "pixel_limit")
+CONFIG_INPUTS = ("trigger", "template", "caption_dropout", "missing_caption", "default_caption", "bad_files", "background", "bucket_mode", "max_pixels", "bucket_step", "max_aspect", "bucket_list", "allow_upscale", "crop", "seed", "pixel_limit", "resize_filter")
+OPTIONAL_DEFAULTS = {"pixel_limit": DEFAULT_PIXEL_LIMIT, "resize_filter": "auto"}
+"""Optional widgets (appended after the first release, so old graphs keep their widget order) and their defaults."""
 
 
 def parse_colour(text: str) -> tuple[int, int, int]:
@@ -59,10 +61,10 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     return parts
 
 
-def build_config(trigger: str, template: str, caption_dropout: float, missing_caption: str, default_caption: str, bad_files: str, background: str, bucket_mode: str, max_pixels: int, bucket_step: int, max_aspect: float, bucket_list: str, allow_upscale: bool, crop: str, seed: int, pixel_limit: int) -> DatasetConfig:
+def build_config(trigger: str, template: str, caption_dropout: float, missing_caption: str, default_caption: str, bad_files: str, background: str, bucket_mode: str, max_pixels: int, bucket_step: int, max_aspect: float, bucket_list: str, allow_upscale: bool, crop: str, seed: int, pixel_limit: int, resize_filter: str = "auto") -> DatasetConfig:
     """Node widgets -> :class:`DatasetConfig`; raises ConfigError naming the bad field."""
     captions = CaptionConfig(trigger, template, caption_dropout, missing_caption, default_caption)
-    buckets = bk.BucketConfig(bucket_mode, max_pixels, bucket_step, max_aspect, bucket_list, allow_upscale, crop, seed)
+    buckets = bk.BucketConfig(bucket_mode, max_pixels, bucket_step, max_aspect, bucket_list, allow_upscale, crop, seed, resize_filter)
     return DatasetConfig(captions, buckets, bad_files, parse_colour(background), pixel_limit)
 
 
@@ -205,7 +207,7 @@ class DatasetNode(io.ComfyNode):
                 io.String.Input("trigger", default="", tooltip="Trigger word put into every prompt through the template. Empty: the template's {trigger} and its separator are dropped."),
                 io.String.Input("template", default=DEFAULT_TEMPLATE, tooltip="Prompt template: {trigger}, {caption}, {think} (text after a ---think--- line in the caption) and {folder} (the name part of an N_name folder)."),
                 io.Float.Input("caption_dropout", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Probability that a training sample uses the empty prompt instead of its caption (the empty prompt's encoding is cached too)."),
-                io.Combo.Input("missing_caption", options=MISSING_CAPTION.names(), default="default", tooltip="Image without a .txt: default (use default_caption), folder_name (the N_name folder's name), skip the image, or fail the run."),
+                io.Combo.Input("missing_caption", options=MISSING_CAPTION.names(), default="default", tooltip="Image without a .txt: default (use default_caption; empty = the empty prompt, the pack's default), folder_name (the N_name folder's name), skip the image (train_u1: its datasets.py L155-159 only pairs images that have a .txt; the U1 workflows use this), or fail the run."),
                 io.String.Input("default_caption", default="", tooltip="Caption for images without a .txt under missing_caption = default; empty leaves the trigger alone."),
                 io.Combo.Input("bad_files", options=list(BAD_FILE_POLICIES), default="skip", tooltip="Unreadable, truncated, empty, oversized or non-image files and non-UTF-8 captions: skip them with a warning naming the file, or fail the run."),
                 io.String.Input("background", default="#FFFFFF", tooltip="Colour under transparent pixels: #RRGGBB or r, g, b."),
@@ -214,13 +216,14 @@ class DatasetNode(io.ComfyNode):
                 io.Int.Input("bucket_step", default=16, min=1, max=256, tooltip="Bucket sides are multiples of this: Z-Image 16, SenseNova-U1 32, SD-style VAEs 8 or 64."),
                 io.Float.Input("max_aspect", default=4.0, min=1.0, max=16.0, step=0.1, tooltip="auto buckets: widest aspect ratio either way (4 = from 1:4 to 4:1)."),
                 io.String.Input("bucket_list", default="", multiline=True, tooltip="list mode: buckets as WIDTHxHEIGHT separated by commas or lines, e.g. 1024x1024, 1216x832, 832x1216."),
-                io.Boolean.Input("allow_upscale", default=False, tooltip="Off: an image smaller than its bucket gets its own bucket at native size (sides floored to bucket_step) instead of being enlarged."),
+                io.Boolean.Input("allow_upscale", default=False, tooltip="Off (the pack's default): an image smaller than its bucket gets its own bucket at native size (sides floored to bucket_step) instead of being enlarged. On: it is enlarged to the bucket, as train_u1 does (its u1_preprocess.py L121-126 resizes every image onto an official ~4 MP bucket; the U1 workflows use this, so a 1024x1024 image trains at 2048x2048 with U1's noise scale for that size)."),
                 io.Combo.Input("crop", options=bk.CROPS.names(), default="center", tooltip="After scaling to cover the bucket: center crop, seeded random crop (one fixed crop per image), or stretch to the bucket without cropping (U1's official preprocessing)."),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1, tooltip="Seed of the random crops; training's shuffling uses the trainer's seed."),
                 io.Boolean.Input("use_cache", default=True, tooltip="Store encodings on disk (safetensors keyed by image content, bucket, crop, encoder and settings), so the next run with the same data skips the encoders."),
                 io.String.Input("cache_dir", default="", optional=True, tooltip="Where the cache lives, inside ComfyUI's folders like 'folder' (a relative name is under the input folder). Empty: a .flowlora_cache folder inside the dataset folder (or ComfyUI's user folder when that is read-only)."),
                 io.Int.Input("pixel_limit", default=DEFAULT_PIXEL_LIMIT, min=1, max=MAX_PIXEL_LIMIT, optional=True, tooltip="Decompression-bomb limit: images with more pixels are rejected before decoding."),
                 U1TextEncoderType.Input("u1_text_encoder", optional=True, tooltip="SenseNova-U1 only, instead of clip: each prompt's prefix KV is computed once (official system message and template; text after a ---think--- line in the template goes into the think block) and the empty prompt is the official unconditional prefix. Template {trigger}, {caption} = train_u1 without think labels; add a line ---think--- and {think} to use them."),
+                io.Combo.Input("resize_filter", options=bk.RESIZE_FILTERS.names(), default="auto", optional=True, tooltip="Pillow filter that resizes images onto their bucket. auto (the pack's default): Lanczos when shrinking, bicubic when enlarging. bicubic: both ways, as train_u1 (its u1_preprocess.py L126 uses Pillow's default, bicubic; the U1 workflows use this). lanczos, bilinear: both ways."),
             ],
             outputs=[
                 DatasetType.Output(display_name="dataset", tooltip="Encoded samples grouped by bucket, with their source paths; feed it to the trainer."),
@@ -236,7 +239,8 @@ class DatasetNode(io.ComfyNode):
             if message is not True:
                 return message
         values = {k: kw[k] for k in CONFIG_INPUTS if k in kw}
-        values.setdefault("pixel_limit", DEFAULT_PIXEL_LIMIT)
+        for name, default in OPTIONAL_DEFAULTS.items():
+            values.setdefault(name, default)
         if len(values) < len(CONFIG_INPUTS):
             return True  # some widgets are linked; execute() validates
         return validation_message(build_config, **values)

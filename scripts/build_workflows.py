@@ -440,7 +440,10 @@ model.safetensors.index.json and the shards) in
 built-in `pixel_space`.
 
 **Dataset**: images + `.txt` captions in `ComfyUI/input/{U1_DATASET}/`, U1's official
-buckets (step 32), stretched as train_u1 does. Put your style trigger into the
+buckets (step 32), preprocessed as train_u1 does (`train_u1/data/u1_preprocess.py`
+L121-126, `datasets.py` L155-159): every image stretched onto the nearest bucket, small
+ones enlarged too (`allow_upscale` on), with Pillow's bicubic filter (`resize_filter`),
+and images without a `.txt` skipped (`missing_caption` skip). Put your style trigger into the
 Dataset's `trigger`. Text after a `---think---` line in a caption goes into the think
 block (the report trains with the think sidecar).
 
@@ -468,8 +471,11 @@ def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     loader = wf.add("FlowLoRAU1Loader", (x, y), checkpoint=U1_CHECKPOINT, shift=3.0, t_eps=0.05, weight_dtype="checkpoint")
     vae = wf.add("VAELoader", (x, y + 200), node_title="pixel_space VAE", vae_name="pixel_space")
     wf.group("1. SenseNova-U1", [loader, vae], GROUP_COLOURS["models"])
+    # Preprocessing as train_u1 (Yidhar/sensenova-u1-lora-trainer @555d1c0): train_u1/data/u1_preprocess.py L121-126
+    # resizes every image straight onto the nearest official bucket (stretch, small images enlarged too) with
+    # Pillow's default filter (bicubic); train_u1/data/datasets.py L155-159 pairs only images that have a .txt.
     dataset = wf.add("FlowLoRADataset", (x, y + 380), folder=U1_DATASET, vae=vae["VAE"], u1_text_encoder=loader["text_encoder"], trigger="", template="{trigger}, {caption}\n---think---\n{think}",
-                     bucket_mode="sensenova_u1", bucket_step=32, crop="stretch", seed=0)
+                     missing_caption="skip", bucket_mode="sensenova_u1", bucket_step=32, allow_upscale=True, crop="stretch", resize_filter="bicubic", seed=0)
     lora = wf.add("FlowLoRALoraConfig", (x + 370, y), node_title="LoRA r64 / a64 + fm_modules in full", preset="u1_attn_mlp_no_head", rank=64, alpha=64.0, unfreeze=U1_UNFREEZE)
     # train_u1 (Yidhar/sensenova-u1-lora-trainer @555d1c0) train_u1/scripts/train_bf16_offload.py:639-646: PagedAdamW8bit
     # with betas (0.9, 0.95) and bnb's defaults otherwise (eps 1e-8, weight decay 0.01, as the node's); L745-756:

@@ -68,3 +68,93 @@ def test_zero_max_grad_norm_means_no_clipping():
     norm = clip_gradients([p], 0.0)
     assert float(norm) == pytest.approx(50.0)
     assert torch.equal(p.grad, torch.tensor([30.0, 40.0, 0.0]))
+
+
+# ------------------------------------------------------- item 2: U1 preprocessing
+
+ZIMAGE_WORKFLOWS = ("acrf_zimage_turbo", "demo_tiny")
+
+
+@pytest.mark.parametrize("name", U1_WORKFLOWS)
+def test_u1_dataset_preprocesses_as_train_u1(pack_info, name):
+    """u1_preprocess.py L121-126: nearest official bucket, stretched, small images enlarged, Pillow's
+    default filter (bicubic); datasets.py L155-159: images without a .txt are not used."""
+    (w,) = widgets(shipped(name), "FlowLoRADataset", pack_info)
+    assert (w["bucket_mode"], w["bucket_step"], w["crop"]) == ("sensenova_u1", 32, "stretch")
+    assert w["allow_upscale"] is True
+    assert w["resize_filter"] == "bicubic"
+    assert w["missing_caption"] == "skip"
+
+
+@pytest.mark.parametrize("name", ZIMAGE_WORKFLOWS)
+def test_other_models_keep_the_pack_defaults(pack_info, name):
+    (w,) = widgets(shipped(name), "FlowLoRADataset", pack_info)
+    assert (w["allow_upscale"], w["resize_filter"], w["missing_caption"]) == (False, "auto", "default")
+
+
+def test_dataset_node_defaults_are_the_packs(pack_info):
+    inputs = pack_info["FlowLoRADataset"]["input"]
+    assert inputs["optional"]["resize_filter"][1]["default"] == "auto"
+    assert inputs["required"]["allow_upscale"][1]["default"] is False
+    assert inputs["required"]["missing_caption"][1]["default"] == "default"
+    # appended last, so widgets_values of graphs saved before it keep their order
+    layout = [w.name for w in workflow_api.widget_layout(pack_info["FlowLoRADataset"])]
+    assert layout[-1] == "resize_filter"
+
+
+@pytest.mark.parametrize(("size", "target"), [((300, 200), (640, 416)), ((1000, 700), (320, 224))])
+def test_bicubic_filter_is_pillows_default_resize(size, target):
+    """train_u1 calls ``img.resize((W, H))`` without a filter: Pillow's default (bicubic for RGB)."""
+    import numpy as np
+    from flowlora.trainer_core.data import buckets as bk
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+    plan = bk.Plan(bk.Bucket(*target), target, 0, 0)
+    ours = np.asarray(bk.apply(image, plan, "bicubic"))
+    assert np.array_equal(ours, np.asarray(image.resize(target)))
+    assert np.array_equal(ours, np.asarray(image.resize(target, Image.Resampling.BICUBIC)))
+    if target[0] < size[0]:  # the pack's auto filter differs when shrinking (Lanczos)
+        assert not np.array_equal(np.asarray(bk.apply(image, plan, "auto")), ours)
+
+
+def test_u1_settings_enlarge_a_1024_image_to_the_2048_bucket():
+    from flowlora.trainer_core.data import buckets as bk
+
+    u1 = bk.BucketConfig("sensenova_u1", step=32, allow_upscale=True, crop="stretch", resize_filter="bicubic")
+    plan = bk.plan(1024, 1024, u1, u1.buckets())
+    assert plan == bk.Plan(bk.Bucket(2048, 2048), (2048, 2048), 0, 0)
+    pack = bk.BucketConfig("sensenova_u1", step=32, crop="stretch")
+    assert bk.plan(1024, 1024, pack, pack.buckets()).bucket == bk.Bucket(1024, 1024)
+
+
+def test_u1_dataset_skips_caption_less_images_and_keys_the_cache_by_filter(tmp_path):
+    import torch
+    from flowlora.trainer_core.data import buckets as bk
+    from flowlora.trainer_core.data.captions import CaptionConfig
+    from flowlora.trainer_core.data.prepare import DatasetConfig, Encoders, prepare
+    from PIL import Image
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, colour in (("a", (200, 10, 10)), ("b", (10, 200, 10))):
+        Image.new("RGB", (96, 64), colour).save(folder / f"{name}.png")
+    (folder / "a.txt").write_text("a red card", encoding="utf-8")
+    sizes = []
+
+    def encode_image(pixels):
+        sizes.append(tuple(pixels.shape[1:3]))
+        return pixels.mean(dim=(1, 2))
+
+    encoders = Encoders(encode_image, lambda text: torch.tensor([float(len(text))]), "img", "txt")
+    u1 = DatasetConfig(CaptionConfig(missing="skip"), bk.BucketConfig("sensenova_u1", step=32, allow_upscale=True, crop="stretch", resize_filter="bicubic"))
+    dataset = prepare(folder, u1, encoders, tmp_path / "cache")
+    assert [s.source.name for s in dataset.samples] == ["a.png"]
+    assert [(p.rsplit("/", 1)[-1], why) for p, why in dataset.skipped] == [("b.png", "no caption file (missing_caption = skip)")]
+    assert sizes == [(1664, 2496)]  # H x W of the 2496x1664 official bucket (aspect 1.5), enlarged from 96x64
+    assert dataset.settings["buckets"]["resize_filter"] == "bicubic"
+
+    pack = DatasetConfig(CaptionConfig(), bk.BucketConfig("sensenova_u1", step=32, allow_upscale=True, crop="stretch"))
+    again = prepare(folder, pack, encoders, tmp_path / "cache")  # same geometry, other filter: a new encode
+    assert len(again) == 2 and again.samples[1].prompt == "" and len(sizes) == 3

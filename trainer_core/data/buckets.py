@@ -13,7 +13,8 @@ Assignment (:func:`plan`), for an image of ``W x H``:
    ``(step*floor(a*W/step), step*floor(a*H/step))`` (kohya's "no upscale");
 4. resize to ``(max(bw, round(W*s)), max(bh, round(H*s)))`` and crop the
    bucket out of it (centred, or at a seeded random offset), or stretch
-   straight to the bucket (``crop = "stretch"``, U1's official preprocessing).
+   straight to the bucket (``crop = "stretch"``, U1's official preprocessing),
+   with the Pillow filter that ``resize_filter`` names (:data:`RESIZE_FILTERS`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,36 @@ def _stretch(rw: int, rh: int, bucket: Bucket, generator: torch.Generator) -> tu
     return 0, 0  # the resize already lands on the bucket (see plan)
 
 
+RESIZE_FILTERS: Registry[Callable[[bool], Image.Resampling]] = Registry("resize filter")
+"""``shrinking -> Pillow filter`` for :func:`apply`; ``auto`` is the pack's default."""
+
+
+@RESIZE_FILTERS.register("auto")
+def _auto_filter(shrinking: bool) -> Image.Resampling:
+    """Lanczos when shrinking (sharpest downsampling), bicubic when enlarging (no Lanczos ringing)."""
+    return Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC
+
+
+@RESIZE_FILTERS.register("bicubic")
+def _bicubic_filter(shrinking: bool) -> Image.Resampling:
+    """Bicubic both ways: train_u1 (Yidhar/sensenova-u1-lora-trainer @555d1c0,
+    ``train_u1/data/u1_preprocess.py`` L126) calls ``img.resize(size)`` with
+    Pillow's default filter, which is bicubic for RGB since Pillow 7."""
+    return Image.Resampling.BICUBIC
+
+
+@RESIZE_FILTERS.register("lanczos")
+def _lanczos_filter(shrinking: bool) -> Image.Resampling:
+    """Lanczos both ways."""
+    return Image.Resampling.LANCZOS
+
+
+@RESIZE_FILTERS.register("bilinear")
+def _bilinear_filter(shrinking: bool) -> Image.Resampling:
+    """Bilinear both ways (Pillow's antialiased bilinear when shrinking)."""
+    return Image.Resampling.BILINEAR
+
+
 def auto_buckets(max_pixels: int, step: int, max_aspect: float = 4.0) -> tuple[Bucket, ...]:
     """Buckets of about ``max_pixels`` each, sides multiples of ``step``, sorted by aspect.
 
@@ -134,7 +165,8 @@ class BucketConfig:
     ``mode``: ``auto`` (equal-area buckets from ``max_pixels``, ``step``,
     ``max_aspect``), ``list`` (``bucket_list`` text) or a :data:`PRESETS` name.
     ``step`` is the side multiple (Z-Image 16, U1 32); ``crop`` a
-    :data:`CROPS` name; ``seed`` drives ``random`` crops.
+    :data:`CROPS` name; ``seed`` drives ``random`` crops; ``resize_filter`` a
+    :data:`RESIZE_FILTERS` name.
     """
 
     mode: str = "auto"
@@ -145,8 +177,10 @@ class BucketConfig:
     allow_upscale: bool = False
     crop: str = "center"
     seed: int = 0
+    resize_filter: str = "auto"
 
     def __post_init__(self):
+        RESIZE_FILTERS.get(self.resize_filter, "resize_filter")
         require(self.mode in BUCKET_MODES, "bucket_mode", self.mode, f"must be one of {', '.join(BUCKET_MODES)}")
         require(int(self.step) == self.step and self.step >= 1, "bucket_step", self.step, "must be an integer >= 1")
         CROPS.get(self.crop, "crop")
@@ -209,15 +243,16 @@ def plan(width: int, height: int, config: BucketConfig, buckets: tuple[Bucket, .
     return Plan(bucket, (rw, rh), left, top)
 
 
-def apply(image: Image.Image, plan: Plan) -> Image.Image:
+def apply(image: Image.Image, plan: Plan, resize_filter: str = "auto") -> Image.Image:
     """Resize ``image`` (RGB) to ``plan.resize`` and crop ``plan.bucket`` out of it.
 
-    Lanczos when shrinking, bicubic when enlarging; the same input always gives
-    the same pixels.
+    ``resize_filter`` names a :data:`RESIZE_FILTERS` entry (``auto``: Lanczos
+    when shrinking, bicubic when enlarging); the same input always gives the
+    same pixels.
     """
     if image.size != plan.resize:
         shrinking = plan.resize[0] * plan.resize[1] <= image.size[0] * image.size[1]
-        image = image.resize(plan.resize, Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
+        image = image.resize(plan.resize, RESIZE_FILTERS.get(resize_filter, "resize_filter")(shrinking))
     box = (plan.left, plan.top, plan.left + plan.bucket.width, plan.top + plan.bucket.height)
     return image if box == (0, 0, *image.size) else image.crop(box)
 

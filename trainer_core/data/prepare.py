@@ -38,6 +38,12 @@ PIXEL_PIPELINE = "rgb8-lanczos-down-bicubic-up-v1"
 """Names the decode/resize code in cache keys; change it when that code changes."""
 
 
+def pixel_pipeline(resize_filter: str) -> str:
+    """The cache-key name of the decode/resize code: :data:`PIXEL_PIPELINE` for the
+    default ``auto`` filter (so existing caches stay valid), else one per filter."""
+    return PIXEL_PIPELINE if resize_filter == "auto" else f"rgb8-{resize_filter}-v1"
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """Everything that decides which samples exist and what they contain.
@@ -174,7 +180,7 @@ def _prepare_image(source, config: DatasetConfig, table, encoders: Encoders, cac
         "image": digest,
         "plan": [plan.bucket.width, plan.bucket.height, *plan.resize, plan.left, plan.top],
         "background": list(config.background),
-        "pixels": PIXEL_PIPELINE,
+        "pixels": pixel_pipeline(config.buckets.resize_filter),
         "encoder": encoders.image_id,
     })
     latent = None
@@ -182,7 +188,7 @@ def _prepare_image(source, config: DatasetConfig, table, encoders: Encoders, cac
         stored = cache.load("latents", key)
         latent = None if stored is None else stored.get("latent")
     if latent is None:
-        image = bk.apply(load_rgb(source.path, config.background, config.pixel_limit), plan)
+        image = bk.apply(load_rgb(source.path, config.background, config.pixel_limit), plan, config.buckets.resize_filter)
         out = encoders.encode_image(bk.to_pixels(image))
         stats["image_encodes"] += 1
         if out.shape[0] != 1:
