@@ -37,7 +37,7 @@ class LossBuilder(io.ComfyNode):
                 io.Combo.Input("fft_space", options=list(FFT_SPACES), default="velocity", tooltip="FFT term on velocities (as the AC-RF report writes) or on x0."),
                 io.Combo.Input("weighting", options=ls.WEIGHTINGS.names(), default="none", tooltip="Per-sample weight w(sigma). min_snr: AC-RF's clamp(min(SNR, gamma)/SNR, 0.1, 1) with SNR = ((1-sigma)/sigma)^2."),
                 io.Float.Input("snr_gamma", default=5.0, min=0.0, max=1000.0, step=0.1, tooltip="min_snr: gamma (AC-RF: 5); 0 disables."),
-                io.Float.Input("t_eps", default=0.001, min=0.0001, max=0.5, step=0.0001, tooltip="Floor on sigma when dividing by it for velocities (U1: 0.05)."),
+                io.Float.Input("t_eps", default=0.001, min=0.0001, max=0.5, step=0.0001, tooltip="Training t_eps: floor on sigma when dividing by it for velocities (U1: 0.05, the training value of config.json and train_u1's constants.py L43). The SenseNova-U1 loader's t_eps (0.02, the official sampler's) is for sampling only."),
                 io.Float.Input("huber_delta", default=1.0, min=0.0001, max=100.0, step=0.01, tooltip="*_huber: delta where the loss turns from quadratic to linear (U1: 1.0)."),
                 io.Float.Input("charbonnier_eps", default=1e-6, min=1e-12, max=1.0, step=1e-7, round=False, tooltip="*_charbonnier: eps in sqrt(d^2 + eps) (AC-RF: 1e-6)."),
                 io.Combo.Input("fft_norm", options=list(ls.FFT_NORMS), default="ortho", tooltip="FFT normalisation. ortho keeps the term's scale independent of resolution; backward is torch.fft.fft2's default, as in AC-RF's reference code."),

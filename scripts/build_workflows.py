@@ -448,7 +448,9 @@ Dataset's `trigger`. Text after a `---think---` line in a caption goes into the 
 block (the report trains with the think sidecar).
 
 **Sampling** (report section 3.4): 50-step Euler, cfg 4, shift 3 (set on the loader),
-fixed prompts and seed. The sheet shows the base model and the trained LoRA.
+fixed prompts and seed. The loader's `t_eps` 0.02 is the official sampler's
+(`modeling_neo_chat.py` `t2i_generate`); the training `t_eps` 0.05 is the Loss Builder's.
+The sheet shows the base model and the trained LoRA.
 
 **Output**: `models/loras/flowlora/u1_{{name}}.safetensors` with its log; plots of the
 report's figures 1-5 in `output/flowlora/u1_{{name}}/`.
@@ -463,12 +465,15 @@ def u1_recipe(wf: Workflow, name: str, x: float, y: float) -> dict[str, Node]:
         t = dict(sampler="logit_normal", mean=-0.8, std=0.8, space="t", clamp_min=0.05, clamp_max=0.95)
     return {
         "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title=f"{label}: {sampler} t", preview_axis="t", **t),
+        # training t_eps 0.05: train_u1 train_u1/constants.py L43 (T_EPS_DEFAULT), used by its v target (train_bf16_offload.py L736)
         "loss": wf.add("FlowLoRALossBuilder", (x, y + 820), node_title=f"{label}: {primary}", primary=primary, primary_weight=1.0, weighting="none", t_eps=0.05),
     }
 
 
 def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
-    loader = wf.add("FlowLoRAU1Loader", (x, y), checkpoint=U1_CHECKPOINT, shift=3.0, t_eps=0.05, weight_dtype="checkpoint")
+    # t_eps 0.02 for sampling, as the official t2i_generate (modeling_neo_chat.py L1578, L1583); training keeps
+    # 0.05 through the Loss Builder's t_eps (u1_recipe), which is what the training losses divide by.
+    loader = wf.add("FlowLoRAU1Loader", (x, y), checkpoint=U1_CHECKPOINT, shift=3.0, t_eps=0.02, weight_dtype="checkpoint")
     vae = wf.add("VAELoader", (x, y + 200), node_title="pixel_space VAE", vae_name="pixel_space")
     wf.group("1. SenseNova-U1", [loader, vae], GROUP_COLOURS["models"])
     # Preprocessing as train_u1 (Yidhar/sensenova-u1-lora-trainer @555d1c0): train_u1/data/u1_preprocess.py L121-126

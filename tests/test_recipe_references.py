@@ -158,3 +158,46 @@ def test_u1_dataset_skips_caption_less_images_and_keys_the_cache_by_filter(tmp_p
     pack = DatasetConfig(CaptionConfig(), bk.BucketConfig("sensenova_u1", step=32, allow_upscale=True, crop="stretch"))
     again = prepare(folder, pack, encoders, tmp_path / "cache")  # same geometry, other filter: a new encode
     assert len(again) == 2 and again.samples[1].prompt == "" and len(sizes) == 3
+
+
+# ------------------------------------------------------------- item 3: U1 t_eps
+
+
+def test_u1_loader_samples_with_the_official_t_eps(pack_info):
+    """modeling_neo_chat.py L1578: ``t2i_generate(..., t_eps=0.02, ...)``; L1583 writes it into config.t_eps."""
+    assert pack_info["FlowLoRAU1Loader"]["input"]["required"]["t_eps"][1]["default"] == 0.02
+
+
+@pytest.mark.parametrize("name", U1_WORKFLOWS)
+def test_u1_workflows_sample_at_002_and_train_at_005(pack_info, name):
+    workflow = shipped(name)
+    assert [w["t_eps"] for w in widgets(workflow, "FlowLoRAU1Loader", pack_info)] == [0.02]
+    assert {w["t_eps"] for w in widgets(workflow, "FlowLoRALossBuilder", pack_info)} == {0.05}
+
+
+def test_training_losses_do_not_depend_on_the_sampling_t_eps(comfy_root):
+    """The trainer's x0 (``flowlora_network_x0``) is the network's own x0_hat whatever the loader's t_eps,
+    so velocity losses divide by the Loss Builder's training t_eps (0.05) only."""
+    import torch
+    from flowlora.nodes.u1.model import U1ModelSampling
+    from flowlora.trainer_core.losses import LossConfig
+    from tiny_u1 import tiny_config
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps, x0_hat = (torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    sigma = torch.tensor([0.01, 0.03, 0.2, 0.9], dtype=torch.float64)
+    x = (1 - sigma.view(-1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1) * eps
+    loss = LossConfig({"v_mse": 1.0}, t_eps=0.05)
+    results = {}
+    for t_eps in (0.02, 0.05):
+        sampling = U1ModelSampling(tiny_config(), 3.0, t_eps)
+        denoised = sampling.calculate_denoised(sigma, x0_hat, x)
+        trained_on = sampling.flowlora_network_x0(sigma, denoised, x)
+        torch.testing.assert_close(trained_on, x0_hat, rtol=1e-12, atol=1e-12)
+        results[t_eps] = loss(x0, eps, sigma, trained_on)
+        # sampling: the Euler step's velocity is (x0_hat - z) / max(sigma, t_eps)
+        v = (x - denoised) / sigma.view(-1, 1, 1, 1)
+        torch.testing.assert_close(v, (x - x0_hat) / sigma.clamp(min=t_eps).view(-1, 1, 1, 1))
+    torch.testing.assert_close(results[0.02].v_mse, results[0.05].v_mse)
+    expected = ((x0_hat - x0).square().flatten(1).mean(1) / sigma.clamp(min=0.05).square()).float()
+    torch.testing.assert_close(results[0.02].v_mse, expected)

@@ -63,7 +63,12 @@ class U1Loader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("checkpoint", options=sorted(checkpoint_folders()) or ["(none found)"], tooltip="A checkpoint folder with config.json and model.safetensors.index.json, found under models/diffusion_models, models/sensenova_u1 or models/sensenova (one or two folders deep)."),
                 io.Float.Input("shift", default=3.0, min=0.01, max=100.0, step=0.01, tooltip="Timestep shift of the sampling schedule (official examples and the U1 report: 3.0). Use the 'simple' scheduler to get U1's exact t grid."),
-                io.Float.Input("t_eps", default=0.05, min=0.001, max=0.5, step=0.001, tooltip="Velocity clamp: v = (x0 - z) / max(1 - t, t_eps). Training and config.json use 0.05, the official sampler 0.02; at 50 steps with shift 3 it never triggers."),
+                # Sampling t_eps: the official t2i_generate (OpenSenseNova/SenseNova-U1 @df86ca9,
+                # src/sensenova_u1/models/neo_unify/modeling_neo_chat.py L1578) defaults to t_eps=0.02 and writes it
+                # into config.t_eps (L1583) before its Euler loop. Training's 0.05 (config.json, train_u1
+                # constants.py L43) is the Loss Builder's t_eps: the trainer maps this clamp back exactly
+                # (U1ModelSampling.flowlora_network_x0), so this value never reaches a training loss.
+                io.Float.Input("t_eps", default=0.02, min=0.001, max=0.5, step=0.001, tooltip="Sampling velocity clamp: v = (x0 - z) / max(1 - t, t_eps) in the sampler's steps. 0.02 as the official sampler (modeling_neo_chat.py t2i_generate); at 50 steps with shift 3 it never triggers, at 59-148 steps 0.05 would leave residual noise. Training is not affected: the trainer undoes this clamp and the training t_eps (U1: 0.05, config.json and train_u1) is the Loss Builder's t_eps."),
                 io.Combo.Input("weight_dtype", options=u1.WEIGHT_DTYPES.names(), default="checkpoint", tooltip="Dtype the weights are held in (CPU-resident). 'checkpoint' keeps the stored bf16 (35 GB for U1-8B)."),
             ],
             outputs=[
