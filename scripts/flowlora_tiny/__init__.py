@@ -12,6 +12,12 @@ It lets stock ComfyUI load the tiny Z-Image files that
   ``comfy.supported_models.models`` (the list detection walks), so the stock
   **Load Diffusion Model** (UNETLoader) loads the tiny checkpoint as a real
   Z-Image. It matches width 256 only; no real model has that width.
+- **Tiny-world Z-Image** (pixel space): :class:`TinyPixelZImage`, matched at
+  width 288, builds the same ``NextDiT`` on 3-channel RGB in [-1, 1] with
+  8 x 8 patches (64 tokens for a 64 x 64 image) and ComfyUI's identity
+  pixel latent format (``ChromaRadiance``), so the stock UNETLoader,
+  EmptyChromaRadianceLatentImage, KSampler and VAELoader "pixel_space" sample
+  the pretrained tiny-world models in ``scripts/tinyworld/models``.
 - **Text encoder**: ComfyUI detects Qwen3-4B by key names and builds it at its
   real size (36 layers, width 2560); the stock CLIPLoader offers no size
   option. :class:`TinyTextEncoderLoader` calls the same ``comfy.sd.load_clip``
@@ -62,6 +68,44 @@ ComfyUI fixes head_dim at 128.
 """
 
 
+TINY_PIXEL_ZIMAGE_WIDTH = 288
+TINY_PIXEL_ZIMAGE_EXTRA = {
+    "patch_size": 8,
+    "in_channels": 3,
+    "n_heads": 4,
+    "n_kv_heads": 4,
+    "axes_dims": [24, 24, 24],
+    "axes_lens": [256, 64, 64],
+    "rope_theta": 256.0,
+    "ffn_dim_multiplier": 0.89,
+    "z_image_modulation": True,
+    "time_scale": 1000.0,
+    "pad_tokens_multiple": 32,
+    "n_refiner_layers": 1,
+}
+"""The tiny-world pixel-space Z-Image (scripts/tinyworld/pretrain_zimage.py): width 288 = 4 heads x 72 = sum(axes_dims).
+
+ComfyUI's detection reads width, layer count and caption width from the
+weights and assumes patch 2 and 16 channels; these values replace that (as
+``unet_extra_config`` does for every model). Patch 8 on 64 x 64 RGB: 64
+image tokens of 8 x 8 x 3 = 192 values; FFN hidden 256 (ComfyUI rounds
+int(0.89 x 288) up to a multiple of 256; Z-Image itself uses 8/3).
+"""
+
+
+def tiny_pixel_zimage_class():
+    """A ``comfy.supported_models.ZImage`` subclass that detection matches at width 288: RGB pixel space, identity latent format."""
+    import comfy.latent_formats
+    import comfy.supported_models
+
+    class TinyPixelZImage(comfy.supported_models.ZImage):
+        unet_config: ClassVar[dict] = {"image_model": "lumina2", "dim": TINY_PIXEL_ZIMAGE_WIDTH}
+        unet_extra_config: ClassVar[dict] = dict(TINY_PIXEL_ZIMAGE_EXTRA)
+        latent_format = comfy.latent_formats.ChromaRadiance
+
+    return TinyPixelZImage
+
+
 def tiny_zimage_class():
     """A ``comfy.supported_models.ZImage`` subclass that detection matches at width 256."""
     import comfy.supported_models
@@ -74,14 +118,19 @@ def tiny_zimage_class():
 
 
 def register_tiny_zimage() -> bool:
-    """Put :class:`TinyZImage` first in ComfyUI's model list (once); True when added."""
+    """Put :class:`TinyZImage` and :class:`TinyPixelZImage` first in ComfyUI's model list (once); True when added."""
     import comfy.supported_models
 
-    if any(getattr(m, "__name__", "") == "TinyZImage" for m in comfy.supported_models.models):
-        return False
-    comfy.supported_models.models.insert(0, tiny_zimage_class())
-    log.info("FlowLoRA tiny stand-ins: UNETLoader now recognises width-%d Z-Image checkpoints", TINY_ZIMAGE_WIDTH)
-    return True
+    added = False
+    for make in (tiny_pixel_zimage_class, tiny_zimage_class):
+        cls = make()
+        if any(getattr(m, "__name__", "") == cls.__name__ for m in comfy.supported_models.models):
+            continue
+        comfy.supported_models.models.insert(0, cls)
+        added = True
+    if added:
+        log.info("FlowLoRA tiny stand-ins: UNETLoader now recognises width-%d (latent) and width-%d (pixel-space) Z-Image checkpoints", TINY_ZIMAGE_WIDTH, TINY_PIXEL_ZIMAGE_WIDTH)
+    return added
 
 
 def load_tinyworld():
