@@ -32,15 +32,15 @@ class LossBuilder(io.ComfyNode):
             inputs=[
                 io.Combo.Input("primary", options=PRIMARY, default="x0_mse", tooltip="Main term. x0_mse: U1 baseline. v_mse: U1's velocity loss (= x0-MSE / sigma^2). *_huber: Huber. v_charbonnier: AC-RF's sqrt(d^2 + eps) - sqrt(eps)."),
                 io.Float.Input("primary_weight", default=1.0, min=0.0, max=100.0, step=0.01, tooltip="lambda_1 of the primary term."),
-                io.Float.Input("cosine_weight", default=0.0, min=0.0, max=100.0, step=0.01, tooltip="lambda_2 of 1 - cos(v_pred, v) on flattened velocity (AC-RF: 0.1)."),
+                io.Float.Input("cosine_weight", default=0.0, min=0.0, max=100.0, step=0.01, tooltip="lambda_2 of 1 - cos(v_pred, v), one cosine per sample over its whole flattened velocity, as AC-RF's reference code (acrf_trainer.py L202-204; the report's formula leaves per sample or per pixel open) (AC-RF: 0.1)."),
                 io.Float.Input("fft_weight", default=0.0, min=0.0, max=100.0, step=0.01, tooltip="lambda_3 of the L1 distance between 2-D Fourier transforms (AC-RF: 0.1)."),
                 io.Combo.Input("fft_space", options=list(FFT_SPACES), default="velocity", tooltip="FFT term on velocities (as the AC-RF report writes) or on x0."),
                 io.Combo.Input("weighting", options=ls.WEIGHTINGS.names(), default="none", tooltip="Per-sample weight w(sigma). min_snr: AC-RF's clamp(min(SNR, gamma)/SNR, 0.1, 1) with SNR = ((1-sigma)/sigma)^2."),
                 io.Float.Input("snr_gamma", default=5.0, min=0.0, max=1000.0, step=0.1, tooltip="min_snr: gamma (AC-RF: 5); 0 disables."),
                 io.Float.Input("t_eps", default=0.001, min=0.0001, max=0.5, step=0.0001, tooltip="Training t_eps: floor on sigma when dividing by it for velocities (U1: 0.05, the training value of config.json and train_u1's constants.py L43). The SenseNova-U1 loader's t_eps (0.02, the official sampler's) is for sampling only."),
                 io.Float.Input("huber_delta", default=1.0, min=0.0001, max=100.0, step=0.01, tooltip="*_huber: delta where the loss turns from quadratic to linear (U1: 1.0)."),
-                io.Float.Input("charbonnier_eps", default=1e-6, min=1e-12, max=1.0, step=1e-7, round=False, tooltip="*_charbonnier: eps in sqrt(d^2 + eps) (AC-RF: 1e-6)."),
-                io.Combo.Input("fft_norm", options=list(ls.FFT_NORMS), default="ortho", tooltip="FFT normalisation. ortho keeps the term's scale independent of resolution; backward is torch.fft.fft2's default, as in AC-RF's reference code."),
+                io.Float.Input("charbonnier_eps", default=1e-6, min=1e-12, max=1.0, step=1e-7, round=False, tooltip="*_charbonnier: eps in sqrt(d^2 + eps) - sqrt(eps) (AC-RF: 1e-6 under the root, as its reference code's sqrt(diff^2 + 1e-6), acrf_trainer.py L195; the report leaves eps open). The code does not subtract sqrt(eps): a constant, same gradients."),
+                io.Combo.Input("fft_norm", options=list(ls.FFT_NORMS), default="ortho", tooltip="FFT normalisation. ortho (default; the AC-RF workflow): scaled by 1/sqrt(H*W), so the term's size does not grow with resolution; AC-RF's reference code uses it (acrf_trainer.py L255-256 norm='ortho'). backward: torch.fft.fft2's default with no scaling, what the report's pseudo-code fft2(...) gives if read literally; about 128x larger on a 128x128 latent, where 0.1 x FFT then outweighs the Charbonnier term."),
             ],
             outputs=[Loss.Output(display_name="loss", tooltip="Loss settings for the trainer.")],
         )

@@ -273,9 +273,15 @@ U1_RUNS = {
 }
 """The report's table 1 (README: the SenseNova-U1 ablation recipes)."""
 
+# Where the AC-RF report is ambiguous, the reference code decides (None9527/None_Z-image-Turbo_trainer @4d8378e, the
+# commit whose docs/TECHNICAL_PAPER.md is the report v1.0; src/zimage_trainer/acrf_trainer.py):
+# - jitter: section 2.2 writes U(-eta, eta), its appendix B and the code N(0, eta^2) (L131) -> gaussian;
+# - FFT normalisation: the report does not say; the code's FFTs use norm='ortho' (L255-256) -> ortho;
+# - cosine: one per sample over the flattened tensor (L202-204), as the pack's v_cosine;
+# - Charbonnier eps: 1e-6 under the root (L195), as the pack's charbonnier_eps.
 ACRF_RECIPE = dict(
-    timesteps=dict(sampler="anchor_coupled", num_anchors=10, anchor_shift=3.0, jitter=0.02, jitter_kind="uniform", clamp_min=0.001, clamp_max=0.999, preview_axis="sigma"),
-    loss=dict(primary="v_charbonnier", primary_weight=1.0, cosine_weight=0.1, fft_weight=0.1, fft_space="velocity", weighting="min_snr", snr_gamma=5.0, charbonnier_eps=1e-6),
+    timesteps=dict(sampler="anchor_coupled", num_anchors=10, anchor_shift=3.0, jitter=0.02, jitter_kind="gaussian", clamp_min=0.001, clamp_max=0.999, preview_axis="sigma"),
+    loss=dict(primary="v_charbonnier", primary_weight=1.0, cosine_weight=0.1, fft_weight=0.1, fft_space="velocity", weighting="min_snr", snr_gamma=5.0, charbonnier_eps=1e-6, fft_norm="ortho"),
     lora=dict(preset="zimage_attn", rank=16, alpha=16.0),
     optimizer=dict(optimizer="adamw8bit", learning_rate=1e-4, schedule="cosine_with_restarts", num_cycles=1, min_lr_ratio=0.01, max_grad_norm=1.0, grad_accumulation=4),
 )
@@ -285,7 +291,7 @@ def acrf_recipe(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     """Timestep Sampler, Loss Builder, LoRA Config and Optimizer Config of the AC-RF report."""
     r = ACRF_RECIPE
     nodes = {
-        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title="AC-RF anchors: K 10, shift 3, jitter 0.02", **r["timesteps"]),
+        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title="AC-RF anchors: K 10, shift 3, jitter 0.02 (Gaussian)", **r["timesteps"]),
         "loss": wf.add("FlowLoRALossBuilder", (x + 370, y), node_title="Charbonnier + 0.1 cos + 0.1 FFT, Min-SNR 5", **r["loss"]),
         "lora": wf.add("FlowLoRALoraConfig", (x + 370, y + 420), node_title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
         "optimizer": wf.add("FlowLoRAOptimizerConfig", (x + 740, y), node_title="AdamW8bit 1e-4, cosine w/ restarts, accum 4", **r["optimizer"]),
@@ -359,10 +365,27 @@ dataset, trains, saves the LoRA and samples the same prompts **before and after*
 multiple of 16; encodings are cached, so re-queueing skips the encoders.
 
 **Recipe** (report section 8.2): anchors = the 10 sigmas of the flow-match Euler
-scheduler at shift 3, jitter 0.02 (uniform); loss Charbonnier + 0.1 cosine + 0.1 FFT
+scheduler at shift 3, jitter 0.02; loss Charbonnier + 0.1 cosine + 0.1 FFT
 (velocity), Min-SNR gamma 5; LoRA rank 16 / alpha 16 on to_q, to_k, to_v (row slices of
 the fused qkv) and to_out; AdamW8bit lr 1e-4, cosine with restarts down to 1e-6,
 gradient clipping 1.0, accumulation 4, batch 1, 10 epochs.
+
+**Where the report is ambiguous, the reference code decides**
+(None9527/None_Z-image-Turbo_trainer @4d8378e, `src/zimage_trainer/acrf_trainer.py`;
+the other choice is one click away on the node, its tooltip says why):
+
+- jitter: section 2.2 writes U(-eta, eta), its appendix B and the code N(0, eta^2)
+  (L131): **gaussian** (`jitter_kind` uniform keeps every draw within eta);
+- FFT normalisation: not stated; the code's FFTs use `norm='ortho'` (L255-256):
+  **ortho** (`fft_norm` backward, torch's default, is 128x larger on a 128x128 latent);
+- cosine: one per sample over the flattened velocity (L202-204), not per pixel;
+- Charbonnier eps: 1e-6 under the root (L195); the code omits the constant -sqrt(eps).
+
+Where the code differs from a clear statement of the report, the report is followed:
+Min-SNR on every term with sigma clamped at 1e-6 (the code weights only the
+Charbonnier term, sigma clamped to [0.01, 0.99], L185-196); FFT of the velocity's
+complex spectrum (the code compares amplitudes of the x0 estimate, L212-266;
+`fft_space` x0 is one click away).
 
 **Output**: `models/loras/flowlora/acrf_zimage_turbo.safetensors` (+ `.log.jsonl`,
 resumable state). Press Cancel to stop and save; queue again with `resume` on.
@@ -387,6 +410,31 @@ Bypassed (the default), the trainer trains on Turbo directly.
 """
 
 
+ANCHORS_NOTE = """
+## Anchors: the report's, or your sampler's
+
+AC-RF trains "where you infer", but the report's anchors are diffusers' flow-match
+Euler sigmas, and ComfyUI's schedulers place theirs differently (`simple`, 10 steps,
+shift 3 ends ... 0.4286, 0.25 against the report's ... 0.278, 0.009).
+
+**Bypassed (default)**: the report's anchors. **Ctrl+B on BasicScheduler**: the anchors
+are exactly the sigmas it gives (without the final 0) for the model as you sample it
+(ModelSamplingAuraFlow shift 3). Set its scheduler and steps to what you sample with
+(the previews below use 8 steps). The timestep histogram names the anchors in use.
+"""
+
+
+def graph_anchors(wf: Workflow, model: Out, timesteps: Node, x: float, y: float) -> list[Node]:
+    """BasicScheduler on the trained model (shift 3) -> the Timestep Sampler's anchor_sigmas, bypassed (mode 4)."""
+    shifted = wf.add("ModelSamplingAuraFlow", (x, y), node_title="as sampled: shift 3", model=model, shift=3.0)
+    scheduler = wf.add("BasicScheduler", (x, y + 130), node_title="your sampler's sigmas (Ctrl+B to use)", mode=4, model=shifted["MODEL"], scheduler="simple", steps=10, denoise=1.0)
+    note = wf.note(ANCHORS_NOTE, (x, y + 300), (340, 380), title="Anchors: report or graph")
+    timesteps.values["anchor_sigmas"] = scheduler["SIGMAS"]
+    members = [shifted, scheduler, note]
+    wf.group("Optional: anchors from your sampler", members, GROUP_COLOURS["recipe"])
+    return members
+
+
 def acrf_zimage_turbo() -> Workflow:
     wf = Workflow("acrf_zimage_turbo")
     wf.note(ACRF_NOTE, (-480, 0), (440, 760), title="Read me: AC-RF on Z-Image Turbo")
@@ -401,6 +449,7 @@ def acrf_zimage_turbo() -> Workflow:
     wf.group("2. Dataset", [dataset, buckets], GROUP_COLOURS["data"])
     recipe = acrf_recipe(wf, 840, 0)
     histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), node_title="timestep histogram", images=recipe["timesteps"]["histogram"])
+    graph_anchors(wf, unet["MODEL"], recipe["timesteps"], 840, 1140)
     trainer = wf.add(
         "FlowLoRALoraTrainer", (1980, 0), node_title="LoRA Trainer: batch 1, 10 epochs",
         model=adapter["MODEL"], apply_to=unet["MODEL"], dataset=dataset["dataset"],

@@ -201,3 +201,137 @@ def test_training_losses_do_not_depend_on_the_sampling_t_eps(comfy_root):
     torch.testing.assert_close(results[0.02].v_mse, results[0.05].v_mse)
     expected = ((x0_hat - x0).square().flatten(1).mean(1) / sigma.clamp(min=0.05).square()).float()
     torch.testing.assert_close(results[0.02].v_mse, expected)
+
+
+# ------------------------------------------ item 7: AC-RF, the reference code decides
+
+
+def test_acrf_workflow_follows_the_reference_code_where_the_report_is_ambiguous(pack_info):
+    """acrf_trainer.py @4d8378e: Gaussian jitter (L131), FFTs with norm='ortho' (L255-256),
+    one cosine per sample (L202-204), sqrt(d^2 + 1e-6) (L195)."""
+    for name in ("acrf_zimage_turbo", "demo_tiny"):
+        workflow = shipped(name)
+        (t,) = widgets(workflow, "FlowLoRATimestepSampler", pack_info)
+        assert (t["sampler"], t["num_anchors"], t["anchor_shift"], t["jitter"], t["jitter_kind"]) == ("anchor_coupled", 10, 3.0, 0.02, "gaussian")
+        (loss,) = widgets(workflow, "FlowLoRALossBuilder", pack_info)
+        assert loss["fft_norm"] == "ortho" and loss["charbonnier_eps"] == 1e-6
+        assert (loss["primary"], loss["cosine_weight"], loss["fft_weight"], loss["fft_space"]) == ("v_charbonnier", 0.1, 0.1, "velocity")
+    note = next(n["widgets_values"][0] for n in shipped("acrf_zimage_turbo")["nodes"] if n.get("title") == "Read me: AC-RF on Z-Image Turbo")
+    for fact in ("4d8378e", "L131", "norm='ortho'", "L255-256", "L202-204", "L195"):
+        assert fact in note
+
+
+def test_the_packs_other_choices_stay_one_click_away(pack_info):
+    inputs = pack_info["FlowLoRATimestepSampler"]["input"]["required"]
+    assert inputs["jitter_kind"][0] == ["uniform", "gaussian"] or inputs["jitter_kind"][1]["options"] == ["uniform", "gaussian"]
+    assert inputs["jitter_kind"][1]["default"] == "uniform"
+    loss = pack_info["FlowLoRALossBuilder"]["input"]["required"]
+    assert loss["fft_norm"][1]["default"] == "ortho"
+
+
+def test_fft_norms_differ_by_sqrt_hw_and_cosine_is_per_sample():
+    import torch
+    from flowlora.trainer_core import losses as ls
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps, x0_pred = (torch.randn(2, 4, 128, 128, generator=g) for _ in range(3))
+    sigma = torch.tensor([0.3, 0.7])
+    p = ls.FlowPrediction(x0, eps, sigma, x0_pred)
+    ortho = ls.v_fft(p, ls.TermParams(fft_norm="ortho"))
+    backward = ls.v_fft(p, ls.TermParams(fft_norm="backward"))
+    torch.testing.assert_close(backward / ortho, torch.full((2,), 128.0))
+    cos = torch.nn.functional.cosine_similarity(p.v_pred.reshape(2, -1), p.v_target.reshape(2, -1), dim=1)
+    torch.testing.assert_close(ls.v_cosine(p, ls.TermParams()), 1 - cos)
+    d = p.v_error
+    torch.testing.assert_close(ls.v_charbonnier(p, ls.TermParams()), (torch.sqrt(d.square() + 1e-6) - 1e-3).flatten(1).mean(1))
+
+
+def test_gaussian_jitter_is_the_reference_codes():
+    """acrf_trainer.py L130-132: anchor + randn * 0.02, clamped to [0.001, 0.999]."""
+    import torch
+    from flowlora.trainer_core import timesteps as ts
+
+    sampler = ts.AnchorCoupled(jitter_kind="gaussian")
+    draws = torch.cat([sampler.sample(10, torch.Generator().manual_seed(i)) for i in range(400)]).view(400, 10)
+    offsets = (draws - sampler.anchors)[:, 1:-1]  # the clamp bites at both ends
+    assert abs(float(offsets.std()) - 0.02) < 0.002 and float(offsets.abs().max()) > 0.02
+
+
+# ------------------------------------------------ item 8: anchors from the graph
+
+
+def comfy_flow_sigmas(shift: float, scheduler: str, steps: int):
+    """What BasicScheduler gives on a model patched by ModelSamplingAuraFlow(shift)."""
+    import comfy.model_sampling
+    import comfy.samplers
+
+    class Flow(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    sampling = Flow(None)
+    sampling.set_parameters(shift=shift, multiplier=1.0)
+    return comfy.samplers.calculate_sigmas(sampling, scheduler, steps).cpu()
+
+
+@pytest.mark.parametrize(("scheduler", "steps"), [("simple", 10), ("simple", 8), ("beta", 9)])
+def test_sigmas_input_makes_the_anchors_the_schedulers_sigmas(comfy_root, scheduler, steps):
+    import torch
+    from flowlora.nodes import timesteps as node
+    from test_nodes_maths import WIDGETS
+
+    sigmas = comfy_flow_sigmas(3.0, scheduler, steps)
+    assert len(sigmas) == steps + 1 and float(sigmas[-1]) == 0.0
+    config, image = node.TimestepSampler.execute(**{**WIDGETS, "sampler": "anchor_coupled", "jitter_kind": "gaussian", "anchor_sigmas": sigmas}).result
+    assert torch.equal(config.sampler.anchors, sigmas[:-1].double())
+    assert config.sampler.anchor_sigmas == tuple(sigmas[:-1].tolist())
+    assert "the graph's SIGMAS" in config.describe() and image.shape[0] == 1
+    draws = config.sample(steps, torch.Generator().manual_seed(0))  # stratified: one draw per anchor
+    assert (draws - sigmas[:-1].double()).abs().max() < 0.2
+
+
+def test_comfyui_simple_sigmas_differ_from_the_reports_anchors(comfy_root):
+    import torch
+    from flowlora.trainer_core import timesteps as ts
+
+    graph = comfy_flow_sigmas(3.0, "simple", 10)[:-1].double()
+    report = ts.AnchorCoupled().anchors
+    torch.testing.assert_close(graph[-2:], torch.tensor([0.4286, 0.25], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(report[-2:], torch.tensor([0.278, 0.009], dtype=torch.float64), atol=1e-3, rtol=0)
+    assert "AC-RF report" in ts.TimestepConfig(ts.AnchorCoupled()).describe()
+
+
+def test_graph_anchors_round_trip_and_errors():
+    from flowlora.trainer_core import timesteps as ts
+    from flowlora.trainer_core.errors import ConfigError
+
+    config = ts.TimestepConfig(ts.AnchorCoupled(anchor_sigmas=(1.0, 0.5, 0.25, 0.0)))
+    assert config.sampler.anchor_sigmas == (1.0, 0.5, 0.25)
+    assert ts.TimestepConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="anchor_sigmas"):
+        ts.AnchorCoupled(anchor_sigmas=(14.6, 7.0, 0.0))  # not a flow-matching schedule
+    with pytest.raises(ConfigError, match="anchor_sigmas"):
+        ts.AnchorCoupled(anchor_sigmas=(0.0,))
+
+
+def test_sigmas_with_another_sampler_is_an_error(comfy_root):
+    from flowlora.nodes import timesteps as node
+    from flowlora.trainer_core.errors import ConfigError
+    from test_nodes_maths import WIDGETS
+
+    with pytest.raises(ConfigError, match="anchor_sigmas"):
+        node.TimestepSampler.execute(**{**WIDGETS, "sampler": "uniform", "anchor_sigmas": comfy_flow_sigmas(3.0, "simple", 4)})
+
+
+def test_acrf_workflow_offers_graph_anchors_bypassed(pack_info):
+    """Report anchors by default; a BasicScheduler (mode 4 = bypassed) on the model as sampled feeds anchor_sigmas."""
+    workflow = shipped("acrf_zimage_turbo")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+    (sampler,) = [n for n in workflow["nodes"] if n["type"] == "FlowLoRATimestepSampler"]
+    (slot,) = [i for i in sampler["inputs"] if i["name"] == "anchor_sigmas"]
+    scheduler = nodes[links[slot["link"]][1]]
+    assert scheduler["type"] == "BasicScheduler" and scheduler["mode"] == 4
+    assert scheduler["widgets_values"] == ["simple", 10, 1.0]
+    shifted = nodes[links[scheduler["inputs"][0]["link"]][1]]
+    assert shifted["type"] == "ModelSamplingAuraFlow" and shifted["widgets_values"] == [3.0]
+    assert nodes[links[shifted["inputs"][0]["link"]][1]]["type"] == "UNETLoader"

@@ -123,7 +123,13 @@ def _charbonnier(d: Tensor, eps: float) -> Tensor:
 
 @TERMS.register("v_charbonnier")
 def v_charbonnier(p: FlowPrediction, k: TermParams) -> Tensor:
-    """Charbonnier ``sqrt(d**2 + eps) - sqrt(eps)`` per velocity element (AC-RF 4.1)."""
+    """Charbonnier ``sqrt(d**2 + eps) - sqrt(eps)`` per velocity element (AC-RF 4.1).
+
+    ``eps`` sits under the root as in the reference code (None9527/None_Z-image-Turbo_trainer
+    @4d8378e, ``src/zimage_trainer/acrf_trainer.py`` L195: ``sqrt(diff**2 + 1e-6)``, which
+    calls it eps**2 with eps = 1e-3); the code does not subtract ``sqrt(eps)``, a constant
+    that changes the logged value by 1e-3 and no gradient.
+    """
     return _charbonnier(p.v_error, k.charbonnier_eps)
 
 
@@ -135,12 +141,20 @@ def x0_charbonnier(p: FlowPrediction, k: TermParams) -> Tensor:
 
 @TERMS.register("v_cosine")
 def v_cosine(p: FlowPrediction, k: TermParams) -> Tensor:
-    """``1 - cos(v_hat, v)`` on each sample's flattened velocity (AC-RF 4.2)."""
+    """``1 - cos(v_hat, v)`` on each sample's flattened velocity (AC-RF 4.2).
+
+    One cosine per sample over all channels and pixels, as the reference code
+    (acrf_trainer.py @4d8378e L202-204: ``cosine_similarity`` of ``(B, -1)`` views),
+    not one per pixel over channels.
+    """
     return 1.0 - F.cosine_similarity(p.v_pred.flatten(1), p.v_target.flatten(1), dim=1, eps=1e-8)
 
 
 def _fft_l1(pred: Tensor, target: Tensor, norm: str) -> Tensor:
-    # Over the last two (spatial) dims; |.| of the complex difference, mean per sample.
+    # Over the last two (spatial) dims; |.| of the complex difference (the report's ||F(v) - F(v_hat)||_1),
+    # mean per sample. norm "ortho" scales by 1/sqrt(H*W) as the reference code's FFTs (acrf_trainer.py
+    # @4d8378e L255-256, and every later version); "backward" (torch's default, no scaling) is what the
+    # report's appendix B pseudo-code fft2(...) gives if read literally: sqrt(H*W) times larger (128x on 128x128).
     diff = torch.fft.fft2(pred.float(), norm=norm) - torch.fft.fft2(target.float(), norm=norm)
     return _per_sample_mean(diff.abs())
 

@@ -114,18 +114,38 @@ def flow_match_euler_sigmas(num_steps: int, shift: float, num_train_timesteps: i
     return flow.shift_sigma(timesteps / num_train_timesteps, shift)
 
 
+def anchors_from_sigmas(sigmas) -> tuple[float, ...]:
+    """A sampler's sigma schedule (ComfyUI SIGMAS, ``(steps + 1,)``, ending in 0) -> anchor sigmas.
+
+    The final 0 (the clean end the sampler steps to, never a model input) is
+    dropped; every other value must lie in (0, 1] (a flow-matching schedule).
+    """
+    values = [float(v) for v in (sigmas.tolist() if isinstance(sigmas, Tensor) else sigmas)]
+    if values and values[-1] == 0.0:
+        values = values[:-1]
+    require(len(values) >= 1, "anchor_sigmas", "empty", "needs at least one sigma before the final 0; connect a scheduler with steps >= 1")
+    bad = [v for v in values if not (0.0 < v <= 1.0 and math.isfinite(v))]
+    require(not bad, "anchor_sigmas", bad[:3], "must lie in (0, 1] (a flow-matching model's sigmas); connect a scheduler on the model being trained")
+    return tuple(values)
+
+
 @SAMPLERS.register("anchor_coupled")
 @dataclass(frozen=True)
 class AnchorCoupled:
     """AC-RF anchor-coupled sampling (AC-RF report section 2, appendix B).
 
     Anchors are the K inference sigmas of the flow-match Euler scheduler at
-    ``anchor_shift`` (see :func:`flow_match_euler_sigmas`). With batch B >= K the
-    batch is stratified, sample i taking anchor ``floor(i*K/B)``; with B < K, B
-    distinct anchors are drawn at random (the report's "without replacement").
-    Each draw gets jitter ``U(-jitter, jitter)`` (the report's formula) or
-    ``N(0, jitter**2)`` (its reference code), then is clamped to
-    ``[clamp_min, clamp_max]`` = [0.001, 0.999].
+    ``anchor_shift`` (see :func:`flow_match_euler_sigmas`; the report's), or,
+    when ``anchor_sigmas`` is given, exactly those sigmas (the schedule the
+    user samples with, e.g. ComfyUI's BasicScheduler, without its final 0; K is
+    then their count and ``num_anchors``/``anchor_shift`` are unused). With
+    batch B >= K the batch is stratified, sample i taking anchor
+    ``floor(i*K/B)``; with B < K, B distinct anchors are drawn at random (the
+    report's "without replacement"). Each draw gets jitter ``U(-jitter, jitter)``
+    (the report's section 2.2 formula) or ``N(0, jitter**2)`` (the report's own
+    appendix B and its reference code: None9527/None_Z-image-Turbo_trainer
+    @4d8378e, ``src/zimage_trainer/acrf_trainer.py`` L131), then is clamped to
+    ``[clamp_min, clamp_max]`` = [0.001, 0.999] (L132).
     """
 
     num_anchors: int = 10
@@ -134,8 +154,13 @@ class AnchorCoupled:
     jitter_kind: str = "uniform"
     clamp_min: float = 0.001
     clamp_max: float = 0.999
+    anchor_sigmas: tuple[float, ...] = ()
 
     def __post_init__(self):
+        if len(self.anchor_sigmas):
+            object.__setattr__(self, "anchor_sigmas", anchors_from_sigmas(self.anchor_sigmas))
+        else:
+            object.__setattr__(self, "anchor_sigmas", ())
         require(int(self.num_anchors) == self.num_anchors and self.num_anchors >= 1, "num_anchors", self.num_anchors, "must be an integer >= 1")
         require(self.anchor_shift > 0.0, "anchor_shift", self.anchor_shift, "must be > 0")
         require(0.0 <= self.jitter < 1.0, "jitter", self.jitter, "must lie in [0, 1)")
@@ -144,12 +169,26 @@ class AnchorCoupled:
 
     @functools.cached_property
     def anchors(self) -> Tensor:
-        """The K anchor sigmas, float64, descending (computed once)."""
+        """The K anchor sigmas, float64 (computed once): ``anchor_sigmas`` when given, else the report's."""
+        if self.anchor_sigmas:
+            return torch.tensor(self.anchor_sigmas, dtype=torch.float64)
         return flow_match_euler_sigmas(int(self.num_anchors), self.anchor_shift)
+
+    @property
+    def anchor_source(self) -> str:
+        """Where the anchors come from, in words (histogram and logs)."""
+        if self.anchor_sigmas:
+            return f"the graph's SIGMAS ({len(self.anchor_sigmas)} anchors, final 0 dropped)"
+        return f"AC-RF report: flow-match Euler scheduler, K {int(self.num_anchors)}, shift {self.anchor_shift:g}"
+
+    def summary(self) -> str:
+        """One line for :meth:`TimestepConfig.describe`."""
+        anchors = " ".join(f"{v:.3f}" for v in self.anchors.tolist())
+        return f"anchor_coupled(anchors from {self.anchor_source}: {anchors}; jitter {self.jitter:g} {self.jitter_kind}; clamp [{self.clamp_min:g}, {self.clamp_max:g}])"
 
     def anchor_indices(self, batch_size: int, generator: torch.Generator) -> Tensor:
         """Anchor index per sample, ``(B,)`` int64."""
-        k = int(self.num_anchors)
+        k = len(self.anchors)
         if batch_size >= k:
             return torch.arange(batch_size, dtype=torch.int64) * k // batch_size
         return torch.randperm(k, generator=generator)[:batch_size]
@@ -305,5 +344,8 @@ def _name_of(registry: Registry, obj: Any) -> str:
 
 
 def _describe(registry: Registry, obj: Any) -> str:
+    summary = getattr(obj, "summary", None)
+    if summary is not None:
+        return summary()
     args = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in dataclasses.asdict(obj).items())
     return f"{_name_of(registry, obj)}({args})"
