@@ -20,10 +20,12 @@ It lets stock ComfyUI load the tiny Z-Image files that
   the pretrained tiny-world models in ``scripts/tinyworld/models``.
 - **Text encoder**: ComfyUI detects Qwen3-4B by key names and builds it at its
   real size (36 layers, width 2560); the stock CLIPLoader offers no size
-  option. :class:`TinyTextEncoderLoader` calls the same ``comfy.sd.load_clip``
-  with ComfyUI's ``qwen3_4b_model_config`` model option (the hook ComfyUI's
-  text encoders read their size from), so detection, the Z-Image text encoder
-  class and the Qwen tokenizer are all ComfyUI's.
+  option. :class:`TinyTextEncoderLoader` builds the CLIP that
+  ``comfy.sd.load_clip`` builds for Qwen3-4B with type lumina2, with ComfyUI's
+  ``qwen3_4b_model_config`` model option (the hook ComfyUI's text encoders
+  read their size from): the Z-Image text encoder class and the Qwen tokenizer
+  are ComfyUI's (:func:`load_tiny_text_encoder`; 0.33's family detection
+  does not recognise the tiny width, so it is not asked).
 - **VAE**: none needed; the demo VAE has the real Flux/Z-Image architecture
   with random weights and loads through the stock VAELoader.
 - **Content Accuracy** node: scores an IMAGE batch against its tiny-world
@@ -91,6 +93,44 @@ weights and assumes patch 2 and 16 channels; these values replace that (as
 image tokens of 8 x 8 x 3 = 192 values; FFN hidden 256 (ComfyUI rounds
 int(0.89 x 288) up to a multiple of 256; Z-Image itself uses 8/3).
 """
+
+
+def load_tiny_text_encoder(path, embedding_directory=None, disable_dynamic: bool = False):
+    """The tiny Qwen3 at ``path`` as a ComfyUI CLIP: Z-Image's tokenizer and text encoder classes, :data:`TINY_TEXT_ENCODER` size.
+
+    ``comfy.sd.load_clip`` picks the text-encoder family from the weights'
+    width; 0.3.75 reads any Qwen3 as Qwen3-4B, 0.33 only width 2560 (it reads
+    width 32 as a Llama and fails). So the ClipTarget that load_clip builds for
+    Qwen3-4B with type lumina2 is built here directly, on both hosts; the
+    weights go in as load_clip gives them (0.33: to the constructor, 0.3.75:
+    ``load_sd``), and on hosts that re-create models the patcher learns how
+    (``cached_patcher_init``).
+    """
+    import inspect
+
+    import comfy.sd
+    import comfy.supported_models_base
+    import comfy.text_encoders.z_image
+    import comfy.utils
+
+    sd = comfy.utils.load_torch_file(str(path), safe_load=True)
+    target = comfy.supported_models_base.ClipTarget(comfy.text_encoders.z_image.ZImageTokenizer, comfy.text_encoders.z_image.te())
+    kwargs = {"embedding_directory": embedding_directory, "parameters": comfy.utils.calculate_parameters(sd), "model_options": {"qwen3_4b_model_config": dict(TINY_TEXT_ENCODER)}}
+    init = inspect.signature(comfy.sd.CLIP.__init__).parameters
+    if "state_dict" in init:
+        clip = comfy.sd.CLIP(target, state_dict=[sd], **kwargs, **({"disable_dynamic": disable_dynamic} if "disable_dynamic" in init else {}))
+    else:
+        clip = comfy.sd.CLIP(target, **kwargs)
+        missing, _ = clip.load_sd(sd)
+        if missing:
+            raise ValueError(f"{path}: not the tiny text encoder (missing {missing[:3]}); write it with scripts/make_demo_model.py")
+    if hasattr(clip.patcher, "cached_patcher_init"):
+        clip.patcher.cached_patcher_init = (_tiny_text_encoder_patcher, (str(path), embedding_directory))
+    return clip
+
+
+def _tiny_text_encoder_patcher(path, embedding_directory=None, disable_dynamic: bool = False):
+    return load_tiny_text_encoder(path, embedding_directory, disable_dynamic).patcher
 
 
 def tiny_pixel_zimage_class():
@@ -198,14 +238,10 @@ if ComfyExtension is not None:
 
         @classmethod
         def execute(cls, clip_name: str, type: str) -> io.NodeOutput:
-            import comfy.sd
             import folder_paths
 
             path = folder_paths.get_full_path_or_raise("text_encoders", clip_name)
-            clip_type = getattr(comfy.sd.CLIPType, type.upper())
-            options = {"qwen3_4b_model_config": dict(TINY_TEXT_ENCODER)}
-            clip = comfy.sd.load_clip(ckpt_paths=[path], embedding_directory=folder_paths.get_folder_paths("embeddings"), clip_type=clip_type, model_options=options)
-            return io.NodeOutput(clip)
+            return io.NodeOutput(load_tiny_text_encoder(path, folder_paths.get_folder_paths("embeddings")))
 
     class ContentAccuracy(io.ComfyNode):
         @classmethod

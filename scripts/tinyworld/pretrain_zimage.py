@@ -93,11 +93,10 @@ def text_encoder_path(folder: Path = CACHE) -> Path:
 
 
 def load_text_encoder(path: Path | None = None):
-    """ComfyUI CLIP object, built exactly as the demo package's Tiny Text Encoder Loader builds it."""
-    import comfy.sd
+    """ComfyUI CLIP object, built by the demo package's Tiny Text Encoder Loader code (both hosts)."""
+    import flowlora_tiny
 
-    path = path or text_encoder_path()
-    return comfy.sd.load_clip(ckpt_paths=[str(path)], clip_type=comfy.sd.CLIPType.LUMINA2, model_options={"qwen3_4b_model_config": dict(TINY_TEXT_ENCODER)})
+    return flowlora_tiny.load_tiny_text_encoder(path or text_encoder_path())
 
 
 class CaptionEncoder:
@@ -404,6 +403,7 @@ def new_run(folder: Path, args, state: dict | None = None) -> Run:
 
     model = build_model(state, seed=args.seed)
     model.train()
+    model.diffusion_model.requires_grad_(True)  # ComfyUI 0.33 builds its layers with requires_grad=False
     params = list(model.diffusion_model.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay, eps=1e-8)
     ema = {k: v.detach().clone() for k, v in model.diffusion_model.named_parameters()}
