@@ -1,0 +1,545 @@
+"""Pretrain a tiny SenseNova-U1 on the tiny world, on the CPU, resumably.
+
+    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --minutes 40
+
+The model is the pack's own U1 (``trainer_core.models.u1``: both towers, the
+official key names, the sharded layout, config.json), small: see
+:data:`TINY_U1`. Pixel space, 8-px generation tokens (``vision_config.patch_size``
+4, ``downsample_ratio`` 0.5), so a 64 x 64 image is 8 x 8 = 64 tokens.
+
+Trained as U1 trains (spec 5.3 to 5.7), from scratch, both towers jointly:
+
+- ``z_t = t * x0 + (1 - t) * s_eff * eps`` with U1's resolution noise scale
+  ``s_eff = min(sqrt(N / 64), 8)``, N = the model's own tokens (1.0 at 64 x 64);
+- t uniform on [t_eps, 1), t_eps = 0.05 (train_u1's baseline law; ``--t-law
+  logit_normal`` draws U1's logit-normal, mean -0.8, std 0.8, clamped likewise);
+- x0 prediction, loss = MSE(x0_hat, x0) in pixel space ([-1, 1]);
+- the official conditional prefix (system message, chat template, empty think
+  block, ``<img>``) around the caption; 10% of samples train on the official
+  unconditional prefix instead (condition dropout, so CFG works);
+- the understanding tower is trained with the generation tower (it is the text
+  encoder, and it has to learn the world's words). The whole batch runs as one
+  padded pass of both towers (:func:`x0_prediction`): the system-message part
+  of the prefix, identical for every caption, runs once per step; captions of
+  any length and unconditional samples share the pass. It is exact: checked at
+  start against the pack's ``GenerationTower(PrefixTower.encode(...))``, the
+  path ComfyUI samples with.
+
+AdamW (betas 0.9 / 0.95), linear warm-up then constant learning rate, gradient
+clipping, an EMA of the weights (what is exported). Every batch is a function of
+``(seed, step)`` only, so a resumed run continues the same trajectory.
+``--minutes`` is the total training time over all resumes; ``--steps`` stops at
+a step count instead (machine independent). ``--threads 1`` when other jobs
+share the cores (two threads on a contended machine run slower than one).
+
+Writes into ``--out``: config.json, model.safetensors.index.json + 2 bf16 shards
+(the EMA weights), the tokenizer (:mod:`.u1_tokenizer`), ``train_log.jsonl``,
+``loss.png``; the resumable state (fp32 weights, EMA, optimizer) goes to
+``--state`` (default ``.cache/tinyworld-u1``), every ``--save-every`` minutes
+and at the end, atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO / "scripts"))
+    sys.path.insert(0, str(REPO / "tests"))
+    import harness  # registers the pack as ``flowlora`` (as the tests do)
+
+    harness.register_package()
+    __package__ = "tinyworld"
+
+from flowlora.trainer_core import files  # noqa: E402
+from flowlora.trainer_core.models.u1 import U1Config, build_towers, prompts  # noqa: E402
+from flowlora.trainer_core.models.u1.checkpoint import save_sharded  # noqa: E402
+from flowlora.trainer_core.models.u1.config import LLMConfig, VisionConfig  # noqa: E402
+from flowlora.trainer_core.models.u1.layers import attend  # noqa: E402
+from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa: E402
+from flowlora.trainer_core.models.u1.towers import GenerationTower, PrefixTower, image_positions, text_positions  # noqa: E402
+
+from . import u1_tokenizer  # noqa: E402
+from .content import accuracy, score_images  # noqa: E402
+from .render import batch as render_batch  # noqa: E402
+from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, caption, scene  # noqa: E402
+
+log = logging.getLogger("pretrain_u1")
+
+VOCAB = 768
+"""Model vocabulary: the tokenizer's ids (715) rounded up to a multiple of 64, as Qwen pads its table."""
+
+TINY_U1 = U1Config(
+    llm=LLMConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=VOCAB),
+    vision=VisionConfig(hidden_size=64, patch_size=4, downsample_ratio=0.5),
+)
+"""The tiny U1: hidden 256, 4 layers per tower, 4 query / 2 KV heads of 64, SwiGLU 768,
+vision width 64, 8-px tokens; every other field (noise scale law, t_eps, head) official."""
+
+DEFAULT_STATE = REPO / ".cache" / "tinyworld-u1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    batch: int = 32
+    lr: float = 1e-3
+    warmup: int = 200
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    ema: float = 0.999
+    p_uncond: float = 0.10
+    t_eps: float = 0.05
+    t_law: str = "uniform"
+    threads: int = 2
+
+    def __post_init__(self):
+        if self.t_law not in T_LAWS:
+            raise ValueError(f"t_law = {self.t_law!r}: not one of {', '.join(T_LAWS)}")
+
+
+T_LAWS = ("uniform", "logit_normal")
+
+
+# ---------------------------------------------------------------- model and prefix
+
+
+def init_towers(cfg: U1Config, seed: int) -> tuple[PrefixTower, GenerationTower]:
+    """fp32 towers: torch's default init from a seeded generator (norms 1), token tables N(0, 0.02^2), the head's output layer zero."""
+    torch.manual_seed(seed)
+    prefix, gen = build_towers(cfg)
+    for name, p in prefix.named_parameters():
+        if "embed_tokens" in name or "lm_head" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    head_out = gen.fm_modules["fm_head"][2]
+    torch.nn.init.zeros_(head_out.weight)
+    torch.nn.init.zeros_(head_out.bias)
+    return prefix, gen
+
+
+class Prefixes:
+    """Token ids of U1's prefixes: the shared system part, each caption's rest, the unconditional prefix."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        full = prompts.tokenize(tokenizer, prompts.conditional_prefix("a"))
+        self.system = full[: full.index(prompts.tokenize(tokenizer, "<|im_end|>")[0])]
+        self.uncond = prompts.tokenize(tokenizer, prompts.UNCONDITIONAL_PREFIX)
+        self.pad = prompts.tokenize(tokenizer, "<|endoftext|>")[0]
+        self._cache: dict[str, list[int]] = {}
+        longest = max((o for o in _all_phrases()), key=lambda p: len(prompts.tokenize(tokenizer, p)))
+        self.max_rest = len(self.rest(f"{longest} and {longest} on a {max(BACKGROUNDS, key=len)} background"))
+
+    def rest(self, text: str) -> list[int]:
+        """Ids after the system part of ``conditional_prefix(text)`` (it starts at ``<|im_end|>``)."""
+        if text not in self._cache:
+            ids = prompts.tokenize(self.tokenizer, prompts.conditional_prefix(text))
+            if ids[: len(self.system)] != self.system:
+                raise ValueError(f"prefix of {text!r} does not start with the shared system ids")
+            self._cache[text] = ids[len(self.system) :]
+        return self._cache[text]
+
+
+def _all_phrases():
+    for size in SIZES:
+        for colour in COLOURS:
+            for shape in SHAPES:
+                for position in POSITIONS:
+                    yield f"a {size} {colour} {shape} at the {position}"
+
+
+def rotate_t(k: torch.Tensor, delta: torch.Tensor, theta: float) -> torch.Tensor:
+    """Move keys ``(B, KV, S, hd)`` by ``delta (B,)`` positions on U1's t axis (the first hd/2 dims).
+
+    RoPE rotations compose, so a key built at position p becomes the key at
+    p + delta, exactly as the pack's rotate-half RoPE would have built it.
+    """
+    half = k.shape[-1] // 2
+    inv = theta ** (-torch.arange(0, half, 2, dtype=torch.float32) / half)
+    ang = delta.float()[:, None] * inv[None, :]
+    ang = torch.cat([ang, ang], dim=-1)[:, None, None, :]
+    kt = k[..., :half]
+    x1, x2 = kt[..., : half // 2], kt[..., half // 2 :]
+    rot = kt * ang.cos().to(k.dtype) + torch.cat([-x2, x1], dim=-1) * ang.sin().to(k.dtype)
+    return torch.cat([rot, k[..., half:]], dim=-1)
+
+
+def x0_prediction(prefix: PrefixTower, gen: GenerationTower, system: torch.Tensor, rest: torch.Tensor, real: torch.Tensor, cond: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Both towers in one static-shape pass over a padded batch: x0_hat ``(B, 3, H, W)``.
+
+    ``system (1, S)`` the shared system ids; ``rest (B, R)`` each sample's ids
+    after the system part, right-aligned (``real`` marks them; pads first);
+    ``cond (B,)`` False for unconditional samples (their rest is the official
+    unconditional prefix and the system part is hidden from them).
+
+    Exact for every sample (checked against ``GenerationTower(PrefixTower.encode)``
+    in :func:`check_training_forward`): pads are never attended to; the image's
+    t position is ``S + R`` for all, and each sample's system keys are moved by
+    its pad count (:func:`rotate_t`), so every query-key offset equals the
+    unpadded one (RoPE depends on offsets only). One pass serves the whole
+    batch: conditional and unconditional samples, every caption length.
+    """
+    m, gm = prefix.language_model.model, gen.language_model.model
+    b, r = rest.shape
+    s = system.shape[1]
+    th, tw = gen.cfg.token_grid(*z.shape[-2:])
+    n = th * tw
+    delta = r - real.sum(1)
+    key_ok = torch.cat([cond[:, None].expand(b, s), real], dim=1)  # (B, S + R)
+    causal = torch.cat([torch.ones(r, s, dtype=torch.bool), torch.tril(torch.ones(r, r, dtype=torch.bool))], dim=1)
+    mask_text = (key_ok[:, None, :] & causal[None]) | torch.cat([torch.zeros(r, s, dtype=torch.bool), torch.eye(r, dtype=torch.bool)], dim=1)[None]
+    mask_text = mask_text[:, None]  # (B, 1, R, S + R); pads see themselves only
+    mask_img = torch.cat([key_ok, torch.ones(b, n, dtype=torch.bool)], dim=1)[:, None, None, :]  # (B, 1, 1, S + R + N)
+    xs, xr = m.embed_tokens(system), m.embed_tokens(rest)
+    pos_s, pos_r = text_positions(s), text_positions(r, start=s)
+    pos_i = image_positions(s + r, th, tw)
+    h = gen.embed(z, t)
+    theta = prefix.cfg.llm.rope_theta
+    for und, g in zip(m.layers, gm.layers, strict=True):
+        qs, ks, vs = und.qkv(xs, pos_s)
+        qr, kr, vr = und.qkv(xr, pos_r)
+        k = torch.cat([rotate_t(ks.expand(b, -1, -1, -1), delta, theta), kr], dim=2)
+        v = torch.cat([vs.expand(b, -1, -1, -1), vr], dim=2)
+        qi, ki, vi = g.qkv(h, pos_i)
+        h = g.finish(h, attend(qi, torch.cat([k, ki], dim=2), torch.cat([v, vi], dim=2), mask=mask_img))
+        if und is not m.layers[-1]:
+            xs = und.finish(xs, attend(qs, ks, vs, causal=True))
+            xr = und.finish(xr, attend(qr, k, v, mask=mask_text))
+    return gen.fm_modules["fm_head"](gm.norm_mot_gen(h), th, tw)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Batch:
+    x0: torch.Tensor
+    """(B, 3, 64, 64) in [-1, 1]."""
+    rest: torch.Tensor
+    """(B, R) ids, right-aligned."""
+    real: torch.Tensor
+    """(B, R) bool: not a pad."""
+    cond: torch.Tensor
+    """(B,) bool: False = the official unconditional prefix (condition dropout)."""
+    captions: list[str]
+
+
+def make_batch(indices: list[int], uncond: list[bool], prefixes: Prefixes) -> Batch:
+    """Train-split scenes ``indices``; ``uncond[i]`` replaces sample i's prefix by the unconditional one."""
+    images, captions = render_batch(indices, "train", trigger="")
+    x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    r = prefixes.max_rest
+    rest = torch.full((len(indices), r), prefixes.pad, dtype=torch.long)
+    real = torch.zeros(len(indices), r, dtype=torch.bool)
+    for i, (c, u) in enumerate(zip(captions, uncond, strict=True)):
+        ids = prefixes.uncond if u else prefixes.rest(c)
+        if len(ids) > r:
+            raise ValueError(f"caption {c!r}: {len(ids)} prefix tokens > the batch width {r}")
+        rest[i, r - len(ids) :] = torch.tensor(ids)
+        real[i, r - len(ids) :] = True
+    return Batch(x0, rest, real, ~torch.tensor(uncond), captions)
+
+
+def step_batch(step: int, tc: TrainConfig, prefixes: Prefixes) -> Batch:
+    """The batch of ``step``, a function of ``(seed, step)`` only."""
+    rng = np.random.default_rng([tc.seed, 1, step])
+    indices = [int(i) for i in rng.integers(0, 2**62, size=tc.batch)]
+    uncond = [bool(u) for u in rng.random(tc.batch) < tc.p_uncond]
+    return make_batch(indices, uncond, prefixes)
+
+
+# ---------------------------------------------------------------- training
+
+
+def noised(step: int, x0: torch.Tensor, gen: GenerationTower, tc: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z_t, t)`` with ``z_t = t x0 + (1 - t) s_eff eps`` (spec 5.3, 5.4).
+
+    uniform: t = t_eps + (1 - t_eps) u; logit_normal: sigmoid(N(-0.8, 0.8^2)) clamped to [t_eps, 1 - t_eps].
+    """
+    g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+    if tc.t_law == "uniform":
+        t = tc.t_eps + (1.0 - tc.t_eps) * torch.rand(x0.shape[0], generator=g)
+    else:
+        t = torch.sigmoid(-0.8 + 0.8 * torch.randn(x0.shape[0], generator=g)).clamp(tc.t_eps, 1.0 - tc.t_eps)
+    eps = torch.randn(x0.shape, generator=g)
+    s_eff = gen.cfg.noise_scale_for(math.prod(gen.cfg.token_grid(*x0.shape[-2:])))
+    tv = t.view(-1, 1, 1, 1)
+    return tv * x0 + (1.0 - tv) * s_eff * eps, t
+
+
+def loss_fn(prefix, gen, system, rest, real, cond, z, t, x0) -> torch.Tensor:
+    """Per-sample x0-MSE ``(B,)`` (fp32, mean over pixels)."""
+    return (x0_prediction(prefix, gen, system, rest, real, cond, z, t).float() - x0).pow(2).flatten(1).mean(1)
+
+
+def train_step(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, tc: TrainConfig) -> dict:
+    """One forward/backward over the step's batch; returns its log record (no optimizer update)."""
+    bt = step_batch(step, tc, prefixes)
+    z, t = noised(step, bt.x0, gen, tc)
+    per_sample = loss_fn(prefix, gen, torch.tensor([prefixes.system]), bt.rest, bt.real, bt.cond, z, t, bt.x0)
+    per_sample.mean().backward()
+    value = float(per_sample.detach().mean())
+    return {"step": step, "loss": value, "x0_mse": value, "t_mean": float(t.mean()), "n_uncond": int((~bt.cond).sum())}
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    return tc.lr * min(1.0, (step + 1) / tc.warmup)
+
+
+# ---------------------------------------------------------------- sampling (own loop, spec 4.3)
+
+
+@torch.no_grad()
+def sample(prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, captions: list[str], steps: int = 20, cfg: float = 4.0, shift: float = 3.0, seed: int = 0) -> torch.Tensor:
+    """Official Euler loop with CFG in fp32: uint8 images ``(B, 64, 64, 3)``."""
+    b = len(captions)
+    noise = torch.randn(b, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    z = gen.cfg.noise_scale_for(64) * noise
+    tok = prefixes.tokenizer
+    kv_u = prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.UNCONDITIONAL_PREFIX)]))
+    by_len: dict[int, list[int]] = {}
+    for i, c in enumerate(captions):
+        by_len.setdefault(len(prefixes.rest(c)), []).append(i)
+    ts = official_timesteps(steps, shift).float()
+    for i in range(steps):
+        t, t_next = ts[i], ts[i + 1]
+        denom = max(1.0 - float(t), gen.cfg.t_eps)
+        v = torch.empty_like(z)
+        x_u = gen(z, t.view(1), kv_u).float()
+        for rows in by_len.values():
+            ids = torch.tensor([prompts.tokenize(tok, prompts.conditional_prefix(captions[r])) for r in rows])
+            x_c = gen(z[rows], t.view(1), prefix.encode(ids)).float()
+            v_c, v_u = (x_c - z[rows]) / denom, (x_u[rows] - z[rows]) / denom
+            v[rows] = v_u + cfg * (v_c - v_u)
+        z = z + (t_next - t) * v
+    return ((z.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def quick_accuracy(prefix, gen, prefixes, n: int = 20, steps: int = 20) -> float:
+    scenes = [scene(i, "heldout") for i in range(n)]
+    images = sample(prefix, gen, prefixes, [caption(s) for s in scenes], steps=steps)
+    return accuracy(score_images(images.numpy(), scenes))
+
+
+# ---------------------------------------------------------------- state, export
+
+
+def export(out: Path, ema: dict[str, torch.Tensor], cfg: U1Config) -> None:
+    """The EMA weights in bf16, official layout (2 shards), into ``out``."""
+    save_sharded(out, {k: v.to(torch.bfloat16) for k, v in ema.items()}, cfg, num_shards=2)
+
+
+def save_state(state_dir: Path, step: int, elapsed: float, prefix, gen, ema, opt, tc: TrainConfig) -> None:
+    tensors = {f"model.{k}": v for k, v in {**prefix.state_dict(), **gen.state_dict()}.items()}
+    tensors |= {f"ema.{k}": v for k, v in ema.items()}
+    names = [n for n, _ in _named_params(prefix, gen)]
+    for i, name in enumerate(names):
+        st = opt.state.get(opt.param_groups[0]["params"][i], {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in st:
+                tensors[f"opt.{key}.{name}"] = st[key]
+    files.save_safetensors(state_dir / "state.safetensors", {k: v.contiguous() for k, v in tensors.items()})
+    files.write_json(state_dir / "state.json", {"step": step, "elapsed_s": elapsed, "opt_step": step, "train_config": asdict(tc), "model_config": TINY_U1.to_dict()})
+
+
+def load_state(state_dir: Path, prefix, gen, ema, opt) -> tuple[int, float]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((state_dir / "state.json").read_text())
+    tensors = load_file(str(state_dir / "state.safetensors"))
+    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    prefix.load_state_dict({k: model[k] for k in prefix.state_dict()})
+    gen.load_state_dict({k: model[k] for k in gen.state_dict()})
+    for k in ema:
+        ema[k].copy_(tensors[f"ema.{k}"])
+    step = int(meta["step"])
+    for i, (name, p) in enumerate(_named_params(prefix, gen)):
+        assert opt.param_groups[0]["params"][i] is p
+        if f"opt.exp_avg.{name}" in tensors:
+            opt.state[p] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"opt.exp_avg.{name}"], "exp_avg_sq": tensors[f"opt.exp_avg_sq.{name}"]}
+    return step, float(meta["elapsed_s"])
+
+
+def _named_params(prefix, gen):
+    return [*prefix.named_parameters(), *gen.named_parameters()]
+
+
+def plot_loss(log_path: Path, png: Path) -> None:
+    """Loss (x0-MSE, moving average of 50 steps) against step, log scale, with PIL."""
+    from PIL import Image, ImageDraw
+
+    recs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    recs = [r for r in recs if "loss" in r]
+    if len(recs) < 2:
+        return
+    steps = np.array([r["step"] for r in recs], float)
+    loss = np.log10(np.array([r["loss"] for r in recs], float))
+    k = min(50, len(loss))
+    smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+    w, h, m = 640, 360, 50
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    lo, hi = float(loss.min()), float(loss.max())
+
+    def xy(s, v):
+        return m + (s - steps[0]) / max(steps[-1] - steps[0], 1) * (w - 2 * m), h - m - (v - lo) / max(hi - lo, 1e-9) * (h - 2 * m)
+
+    d.line([xy(s, v) for s, v in zip(steps, loss, strict=True)], fill=(200, 200, 230))
+    d.line([xy(s, v) for s, v in zip(steps[k - 1 :], smooth, strict=True)], fill=(20, 60, 200), width=2)
+    d.rectangle([m, m, w - m, h - m], outline="black")
+    for v in np.arange(math.floor(lo * 2) / 2, hi + 0.01, 0.5):
+        if lo <= v <= hi:
+            y = xy(steps[0], v)[1]
+            d.text((4, y - 6), f"{10**v:.3g}", fill="black")
+    d.text((m, 10), "tiny U1 pretraining: x0-MSE per step (light) and 50-step mean (blue), log scale", fill="black")
+    d.text((m, h - m + 8), f"step {int(steps[0])}", fill="black")
+    d.text((w - m - 70, h - m + 8), f"step {int(steps[-1])}", fill="black")
+    with files.atomic_open(png) as f:
+        img.save(f, format="PNG")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "scripts" / "tinyworld" / "models" / "u1")
+    ap.add_argument("--state", type=Path, default=DEFAULT_STATE, help="resumable state folder (resumes when it holds a state)")
+    ap.add_argument("--minutes", type=float, default=40.0, help="total training minutes over all resumes")
+    ap.add_argument("--steps", type=int, default=0, help="stop at this step instead (0: time only)")
+    ap.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
+    ap.add_argument("--eval-every", type=float, default=10.0, help="minutes between quick held-out evaluations (20 prompts, 20 steps); 0 = off")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing state and start at step 0")
+    for f in ("seed", "batch", "lr", "warmup", "threads", "p_uncond", "ema"):
+        ap.add_argument(f"--{f.replace('_', '-')}", type=type(getattr(TrainConfig, f)), default=getattr(TrainConfig, f))
+    ap.add_argument("--t-law", choices=T_LAWS, default=TrainConfig.t_law)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    tc = TrainConfig(seed=args.seed, batch=args.batch, lr=args.lr, warmup=args.warmup, threads=args.threads, p_uncond=args.p_uncond, ema=args.ema, t_law=args.t_law)
+    torch.set_num_threads(tc.threads)
+    out, state_dir = args.out, args.state
+    out.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    if args.fresh or not (out / "vocab.json").is_file():
+        u1_tokenizer.train(out)
+    tokenizer = prompts.load_tokenizer(out)
+    if len(tokenizer) > VOCAB:
+        raise ValueError(f"tokenizer in {out} has {len(tokenizer)} ids > model vocab_size {VOCAB}")
+    prefixes = Prefixes(tokenizer)
+    prefix, gen = init_towers(TINY_U1, tc.seed)
+    params = [p for _, p in _named_params(prefix, gen)]
+    log.info("tiny U1: %.2f M parameters (%d tensors); system prefix %d tokens", sum(p.numel() for p in params) / 1e6, len(params), len(prefixes.system))
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
+    ema = {k: v.detach().clone() for k, v in {**prefix.state_dict(), **gen.state_dict()}.items()}
+    step, elapsed = 0, 0.0
+    log_path = out / "train_log.jsonl"
+    if (state_dir / "state.json").is_file() and not args.fresh:
+        step, elapsed = load_state(state_dir, prefix, gen, ema, opt)
+        log.info("resumed at step %d (%.1f min trained)", step, elapsed / 60)
+        _truncate_log(log_path, step)
+    elif log_path.exists():
+        log_path.unlink()
+    log.info("training forward == pack forward (max abs diff %.2e)", check_training_forward(prefix, gen, prefixes))
+
+    budget = args.minutes * 60.0
+    last_save = last_eval = time.monotonic()
+    t0, base_elapsed = time.monotonic(), elapsed
+    with open(log_path, "a", encoding="utf-8") as logf:
+        while elapsed < budget and (args.steps <= 0 or step < args.steps):
+            ts = time.monotonic()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc)
+            opt.zero_grad(set_to_none=True)
+            rec = train_step(step, prefix, gen, prefixes, tc)
+            rec["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.clip))
+            opt.step()
+            with torch.no_grad():
+                decay = min(tc.ema, (1 + step) / (10 + step))
+                for k, v in {**prefix.state_dict(), **gen.state_dict()}.items():
+                    ema[k].lerp_(v, 1 - decay)
+            step += 1
+            elapsed = base_elapsed + time.monotonic() - t0
+            rec |= {"lr": lr_at(step - 1, tc), "step_s": round(time.monotonic() - ts, 3), "elapsed_s": round(elapsed, 1)}
+            files.append_jsonl(logf, rec)
+            if step % 20 == 0:
+                log.info("step %d loss %.4f grad %.2f %.2f s/step %.1f min", step, rec["loss"], rec["grad_norm"], rec["step_s"], elapsed / 60)
+            now = time.monotonic()
+            if args.eval_every > 0 and now - last_eval > args.eval_every * 60:
+                acc = _eval_ema(ema, prefixes)
+                files.append_jsonl(logf, {"step": step, "quick_heldout_accuracy": acc, "elapsed_s": round(elapsed, 1)})
+                log.info("step %d quick held-out accuracy (20 prompts, 20 steps, EMA): %.3f", step, acc)
+                last_eval = time.monotonic()
+                t0, base_elapsed = time.monotonic(), elapsed  # evaluation time is not training time
+            if now - last_save > args.save_every * 60:
+                logf.flush()
+                _checkpoint(out, state_dir, step, elapsed, prefix, gen, ema, opt, tc, log_path)
+                last_save = time.monotonic()
+                t0, base_elapsed = time.monotonic(), elapsed
+    _checkpoint(out, state_dir, step, elapsed, prefix, gen, ema, opt, tc, log_path)
+    log.info("done: step %d, %.1f min", step, elapsed / 60)
+
+
+def _checkpoint(out, state_dir, step, elapsed, prefix, gen, ema, opt, tc, log_path) -> None:
+    save_state(state_dir, step, elapsed, prefix, gen, ema, opt, tc)
+    export(out, ema, TINY_U1)
+    files.write_json(out / "training.json", {"step": step, "train_minutes": round(elapsed / 60, 2), "train_config": asdict(tc), "threads": torch.get_num_threads()})
+    plot_loss(log_path, out / "loss.png")
+    log.info("checkpoint: step %d -> %s (state %s)", step, out, state_dir)
+
+
+def _eval_ema(ema, prefixes) -> float:
+    prefix, gen = build_towers(TINY_U1)
+    prefix.load_state_dict({k: ema[k] for k in prefix.state_dict()})
+    gen.load_state_dict({k: ema[k] for k in gen.state_dict()})
+    return quick_accuracy(prefix.eval(), gen.eval(), prefixes)
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log records after ``step`` (written after the last checkpoint of an interrupted run)."""
+    if not log_path.exists():
+        return
+    keep = [line for line in log_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with files.atomic_open(log_path, "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+
+
+def check_training_forward(prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes) -> float:
+    """Max abs difference of :func:`x0_prediction` (padded batch) from the pack's own path.
+
+    The pack's path is what ComfyUI runs: ``GenerationTower(z, t, PrefixTower.encode(ids))``
+    per sample, unpadded. Checked on copies with a random head (the real one
+    starts at zero) for captions of different lengths and one unconditional sample.
+    """
+    gen = copy.deepcopy(gen)
+    torch.nn.init.normal_(gen.fm_modules["fm_head"][2].weight, std=0.05)
+    scenes = [scene(i) for i in range(6)]
+    bt = make_batch(list(range(6)), [False, False, False, False, False, True], prefixes)
+    z, t = noised(0, bt.x0, gen, TrainConfig())
+    with torch.no_grad():
+        mine = x0_prediction(prefix, gen, torch.tensor([prefixes.system]), bt.rest, bt.real, bt.cond, z, t)
+        worst = 0.0
+        for i, sc in enumerate(scenes):
+            text = prompts.conditional_prefix(caption(sc)) if bt.cond[i] else prompts.UNCONDITIONAL_PREFIX
+            kv = prefix.encode(torch.tensor([prompts.tokenize(prefixes.tokenizer, text)]))
+            ref = gen(z[i : i + 1], t[i : i + 1], kv)
+            worst = max(worst, float((ref - mine[i : i + 1]).abs().max()))
+    if worst > 1e-4:
+        raise AssertionError(f"padded training forward differs from the pack's forward by {worst}")
+    return worst
+
+
+if __name__ == "__main__":
+    main()
