@@ -112,8 +112,12 @@ def main(argv=None) -> None:
     pz.train(run, lambda r, step: distill_loss(r, step, encoder, teacher, sigmas, empty, args), args)
     log.info("stopped at step %d (%.1f min trained)", run.step, run.seconds / 60)
     if not args.no_export:
+        from safetensors import safe_open
+
+        with safe_open(str(args.teacher), "pt") as f:
+            base_step = pz.json.loads(f.metadata()["flowlora_tinyworld"])["step"]
         pz.export(run, args.out, {
-            "kind": "turbo", "seed": args.seed, "batch": args.batch, "teacher_sha256": teacher_hash,
+            "kind": "turbo", "seed": args.seed, "batch": args.batch, "teacher_sha256": teacher_hash, "base_step": base_step,
             "objective": f"step + guidance distillation (Salimans & Ho 2022; Meng et al. 2023): {STEPS} Euler steps, simple schedule, shift 3, cfg 1; teacher {args.substeps} Euler substeps per step at cfg {args.teacher_cfg}",
         })
         pz.plot_loss(args.run / pz.Run.LOG, args.out.with_name(args.out.stem + "_loss.png"), "tiny Z-Image Turbo distillation")

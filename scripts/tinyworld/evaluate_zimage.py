@@ -129,6 +129,9 @@ def evaluate(model_path: Path, prompts: int = 200, steps: int = 8, cfg: float = 
     return result, images
 
 
+FULL_RUN_STEPS = 1500
+"""Base steps below which a card says "short checkpoint" (a full 40-minute run makes about 4,000)."""
+
 CARD_RUNS = {
     "base": [(50, 3.0), (8, 3.0), (8, 1.0)],
     "turbo": [(8, 1.0), (4, 1.0)],
@@ -153,15 +156,20 @@ def model_card(model_path: Path, results: list[dict]) -> str:
     cfg = meta["config"]
     rows = "\n".join(
         f"| {r['steps']} | {r['cfg']:g} | {100 * r['accuracy']:.1f}% | {100 * r['shape_accuracy']:.1f}% | {100 * r['colour_accuracy']:.1f}% | {100 * r['position_accuracy']:.1f}% | "
-        f"`.venv/bin/python scripts/tinyworld/evaluate_zimage.py scripts/tinyworld/models/{name}.safetensors --steps {r['steps']} --cfg {r['cfg']:g}` |"
+        f"`.venv/bin/python scripts/tinyworld/evaluate_zimage.py scripts/tinyworld/models/{name}.safetensors --steps {r['steps']} --cfg {r['cfg']:g}{_prompts_flag(r['prompts'])}` |"
         for r in results
     )
     title = "Tiny Z-Image base (tiny world)" if kind == "base" else "Tiny Z-Image Turbo (tiny world)"
+    status = ""
+    if meta.get("base_step", meta["step"]) < FULL_RUN_STEPS:
+        status = (f"\n**Status: short checkpoint** ({meta['step']} steps, trained on a CPU shared with other jobs) that proves the\n"
+                  "scripts end to end; it does not yet draw the world. The full run (commands below, about 40 min\n"
+                  "for the base and 15 min for the Turbo on 2 free cores) replaces these weights and this card.\n")
     return f"""# {title}
 
 Demo model, not for real use: ComfyUI's own Z-Image (`NextDiT`) at toy size,
 trained from scratch on the tiny world (`scripts/tinyworld`) on CPU.
-
+{status}
 ## Architecture
 - ComfyUI `comfy.supported_models.ZImage` subclass `TinyPixelZImage`
   (`scripts/flowlora_tiny`), registered with ComfyUI's detection at width
@@ -221,6 +229,10 @@ def write_card(model_path: Path, prompts: int = 200, seed: int = 0) -> Path:
     card = model_path.with_suffix(".md")
     card.write_text(model_card(model_path, results), encoding="utf-8")
     return card
+
+
+def _prompts_flag(prompts: int) -> str:
+    return "" if prompts == 200 else f" --prompts {prompts}"
 
 
 def _numel(shape) -> int:

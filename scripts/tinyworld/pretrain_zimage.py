@@ -435,13 +435,14 @@ def ema_model(run: Run):
     return model
 
 
-def plot_loss(log_path: Path, png: Path, title: str, key: str = "loss", window: int = 50) -> Path:
-    """Loss per step (grey) and its trailing mean over ``window`` steps (blue), log scale, as a PNG (PIL only)."""
+def plot_loss(log_path: Path, png: Path, title: str, key: str = "loss", window: int = 0) -> Path:
+    """Loss per step (grey) and its trailing mean over ``window`` steps (blue; 0: a twentieth of the run), log scale, as a PNG (PIL only)."""
     from PIL import Image, ImageDraw
 
     records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     steps = np.array([r["step"] for r in records], float)
     values = np.log10(np.maximum([r[key] for r in records], 1e-6))
+    window = window or max(5, len(values) // 20)
     smooth = np.array([values[max(0, i - window + 1):i + 1].mean() for i in range(len(values))])
     w, h, left, bottom, top, right = 640, 360, 60, 40, 30, 20
     img = Image.new("RGB", (w, h), "white")
