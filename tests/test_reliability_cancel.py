@@ -27,7 +27,7 @@ NAME = "reliability/cancel"
 
 
 def training_prompt(object_info: dict, **trainer_inputs) -> dict:
-    """The demo workflow in API format, only the trainer and its ancestors, trainer inputs changed."""
+    """The demo workflow in API format, only the trainer and its ancestors, trainer inputs changed (overwrite off unless given)."""
     workflow = standins.specs.demo_tiny().build(object_info)  # what workflows/demo_tiny.json is built from
     prompt = standins.adapt_for_test(workflow_api.to_api(workflow, object_info))
     trainer_id = next(i for i, n in prompt.items() if n["class_type"] == "FlowLoRALoraTrainer")
@@ -38,7 +38,7 @@ def training_prompt(object_info: dict, **trainer_inputs) -> dict:
             keep.add(node_id)
             todo += [v[0] for v in prompt[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)]
     prompt = {i: {**prompt[i], "inputs": dict(prompt[i]["inputs"])} for i in keep}
-    prompt[trainer_id]["inputs"].update(trainer_inputs)
+    prompt[trainer_id]["inputs"].update({"overwrite": False, **trainer_inputs})  # the demo graph overwrites; users' graphs do not
     return prompt
 
 

@@ -34,6 +34,7 @@ It lets stock ComfyUI load the tiny Z-Image files that
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -212,12 +213,13 @@ def content_accuracy(images, prompts: str) -> tuple[float, str]:
     return accuracy, text
 
 
-try:
-    from comfy_api.latest import ComfyExtension, io
-except ImportError:  # imported outside ComfyUI (make_demo_model reads the constants above)
-    ComfyExtension = None
+_NODE_NAMES = ("TinyTextEncoderLoader", "ContentAccuracy", "TinyExtension", "comfy_entrypoint")
 
-if ComfyExtension is not None:
+
+@functools.cache
+def _nodes() -> dict:
+    """The package's nodes and entry point, defined on first use (needs ComfyUI's ``comfy_api`` importable)."""
+    from comfy_api.latest import ComfyExtension, io
 
     class TinyTextEncoderLoader(io.ComfyNode):
         @classmethod
@@ -273,3 +275,16 @@ if ComfyExtension is not None:
 
     async def comfy_entrypoint() -> ComfyExtension:
         return TinyExtension()
+
+    return {name: value for name, value in locals().items() if name in _NODE_NAMES}
+
+
+def __getattr__(name: str):
+    """PEP 562: the nodes exist as soon as ComfyUI's API can be imported, even when this module was
+    first imported without it (``make_demo_model`` and the tests read its constants before ComfyUI loads)."""
+    if name in _NODE_NAMES:
+        try:
+            return _nodes()[name]
+        except ImportError as e:
+            raise AttributeError(f"{name} needs ComfyUI (comfy_api) on sys.path") from e
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
