@@ -103,6 +103,8 @@ def evaluate(folder: Path, count: int = 200, steps: int = 50, cfg: float = 4.0, 
         "per_attribute": attribute_accuracy(scores),
         "sampling_seconds": round(seconds, 1),
     }
+    if (folder / "training.json").is_file():
+        metrics["checkpoint_step"] = json.loads((folder / "training.json").read_text())["step"]
     return metrics, images
 
 
@@ -149,6 +151,10 @@ def main(argv=None) -> None:
         args.json.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if args.grid:
         write_grid(images[:32], heldout_scenes(min(32, args.prompts)), args.grid)
+    if args.json and args.json.resolve().parent == args.model.resolve() and (args.model / "training.json").is_file():
+        from tinyworld.pretrain_u1 import write_model_card
+
+        write_model_card(args.model)  # the card shows the new figures
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ DEFAULT_STATE = REPO / ".cache" / "tinyworld-u1"
 class TrainConfig:
     seed: int = 0
     batch: int = 32
-    lr: float = 1e-3
-    warmup: int = 200
+    lr: float = 2e-3
+    warmup: int = 100
     weight_decay: float = 0.01
     clip: float = 1.0
     ema: float = 0.999
@@ -410,6 +410,97 @@ def plot_loss(log_path: Path, png: Path) -> None:
         img.save(f, format="PNG")
 
 
+CARD_COMMANDS = """\
+    # pretrain (resumes from --state when interrupted; --minutes is the total training time)
+    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --minutes 40
+    # evaluate through ComfyUI (pack U1 loader, U1 Prompt Encode, stock KSampler euler/simple, pixel_space VAE)
+    .venv/bin/python scripts/tinyworld/evaluate_u1.py scripts/tinyworld/models/u1 --prompts 200 --steps 50 --cfg 4 --json scripts/tinyworld/models/u1/metrics.json --grid scripts/tinyworld/models/u1/samples.png
+    # CI check on both hosts
+    .venv/bin/python -m pytest tests/test_tinyworld_u1.py
+    COMFYUI_PATH=$PWD/.comfyui/ComfyUI-0.33 .venv-0.33/bin/python -m pytest tests/test_tinyworld_u1.py
+"""
+
+
+def write_model_card(out: Path) -> None:
+    """README.md of the checkpoint folder from config.json, training.json, train_log.jsonl and metrics.json (if evaluated)."""
+    cfg = U1Config.from_json(out / "config.json")
+    info = json.loads((out / "training.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+    recs = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    losses = [r["loss"] for r in recs if "loss" in r]
+    quick = [r for r in recs if "quick_heldout_accuracy" in r]
+    with torch.device("meta"):
+        prefix, gen = build_towers(cfg)
+    count = {name: sum(p.numel() for p in m.parameters()) for name, m in (("understanding tower (text encoder)", prefix), ("generation tower + fm_modules", gen))}
+    sizes = {f.name: f.stat().st_size for f in sorted(out.iterdir()) if f.is_file() and f.name != "README.md"}
+    llm, vis, tc = cfg.llm, cfg.vision, info["train_config"]
+    lines = [
+        "# Tiny SenseNova-U1 for the tiny world",
+        "",
+        "A SenseNova-U1 text-to-image model small enough to pretrain on 2 CPU cores, built from the pack's own U1 classes",
+        "(`trainer_core/models/u1`), stored like the official checkpoint: `config.json`, `model.safetensors.index.json`, 2 bf16 shards with",
+        "the official tensor names (both towers, `lm_head` and the understanding `vision_model` included), and its own tokenizer files.",
+        "It loads with the pack's SenseNova-U1 Loader and samples with the stock KSampler in pixel space (decode with the `pixel_space` VAE).",
+        "Demo material, not a useful image model: it draws the tiny world's coloured shapes (`scripts/tinyworld`).",
+        "",
+        "## Architecture",
+        "",
+        f"- Qwen3 towers (understanding and generation, same shapes): hidden {llm.hidden_size}, {llm.num_hidden_layers} layers each, "
+        f"{llm.num_attention_heads} query / {llm.num_key_value_heads} KV heads of {llm.head_dim}, SwiGLU {llm.intermediate_size}, "
+        f"RoPE theta {llm.rope_theta:g} (t) / {llm.rope_theta_hw:g} (h, w), vocab_size {llm.vocab_size}.",
+        f"- Generation token: `vision_config.patch_size` {vis.patch_size} / `downsample_ratio` {vis.downsample_ratio} = {cfg.token_px} px "
+        f"(official: 16 / 0.5 = 32), so a 64 x 64 image is {(64 // cfg.token_px) ** 2} tokens; vision width {vis.hidden_size}; "
+        f"U1's MLP head ({llm.hidden_size} -> {llm.hidden_size} -> {cfg.token_px ** 2 * 3}).",
+        f"- Noise scale as U1: s_eff = min({cfg.noise_scale:g} * sqrt(N / {cfg.noise_scale_base_image_seq_len}), {cfg.noise_scale_max_value:g}), "
+        f"N = the model's own tokens: {cfg.noise_scale_for(64):g} at 64 x 64, {cfg.noise_scale_for(256):g} at 128 x 128. t_eps {cfg.t_eps}.",
+        f"- Parameters: {sum(count.values()) / 1e6:.2f} M ("
+        + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in count.items())
+        + ").",
+        "- Tokenizer: byte-level BPE in Qwen2 format (`vocab.json`, `merges.txt`, `tokenizer_config.json`) learned on the world's captions,",
+        "  the style triggers and U1's official prompt templates (`scripts/tinyworld/u1_tokenizer.py`); "
+        "`<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, `<think>`, `</think>`, `<IMG_CONTEXT>`, `<img>`, `</img>` follow the learned ids.",
+        "",
+        "## Data and training",
+        "",
+        "- Data: `tinyworld.scene(i, \"train\")` rendered plain at 64 x 64 with its bare caption; a fresh batch of random indices every step",
+        "  (a function of seed and step). Held-out content (`world.is_heldout`) never appears.",
+        "- Prefix: U1's official conditional prefix (system message, chat template, empty think block, `<img>`) around the caption;",
+        f"  {tc['p_uncond']:.0%} of samples use the official unconditional prefix (condition dropout, for CFG).",
+        f"- Objective as U1 / train_u1: z_t = t x0 + (1 - t) s_eff eps, t {tc['t_law']} on [{tc['t_eps']}, 1), x0 prediction, x0-MSE in pixel space.",
+        "- Both towers trained jointly from scratch: the understanding tower is the text encoder (prefix K/V with gradients,",
+        "  one exact padded pass per step, checked against the pack's `GenerationTower(PrefixTower.encode(...))` at start).",
+        f"- AdamW (0.9, 0.95, weight decay {tc['weight_decay']}), lr {tc['lr']:g} after {tc['warmup']} warm-up steps, constant; clip {tc['clip']}; "
+        f"batch {tc['batch']}; EMA {tc['ema']} (the exported weights); seed {tc['seed']}; fp32 training, bf16 export.",
+        f"- This checkpoint: step {info['step']}, {info['train_minutes']} training minutes on {info['threads']} CPU thread(s)"
+        + (f"; x0-MSE {np.mean(losses[:20]):.4f} (first 20 steps) -> {np.mean(losses[-50:]):.4f} (last 50 steps)." if len(losses) >= 50 else "."),
+        "",
+        "![loss](loss.png)",
+        "",
+        "## Metrics",
+        "",
+    ]
+    if metrics:
+        attrs = ", ".join(f"{k} {v:.1%}" for k, v in metrics["per_attribute"].items())
+        lines += [
+            f"Content accuracy (shape, colour, position; `scripts/tinyworld/content.py`) on {metrics['prompts']} held-out prompts, "
+            f"checkpoint step {metrics.get('checkpoint_step', '?')}, "
+            f"ComfyUI sampling at {metrics['steps']} steps, cfg {metrics['cfg']}, shift {metrics['shift']}, weights {metrics['weight_dtype']}: "
+            f"**{metrics['content_accuracy']:.1%}** (per attribute: {attrs}); {metrics['sampling_seconds']} s of sampling.",
+            "",
+            "![samples](samples.png)" if (out / "samples.png").is_file() else "",
+        ]
+    else:
+        lines += ["Not evaluated yet: run the evaluation command below."]
+    if quick:
+        lines += ["", "Quick held-out checks during training (20 prompts, 20 steps, cfg 4, fp32 EMA, own loop): "
+                  + ", ".join(f"step {r['step']}: {r['quick_heldout_accuracy']:.0%}" for r in quick) + "."]
+    lines += ["", "## Commands", "", CARD_COMMANDS, "## Files", ""]
+    lines += [f"- `{name}`: {size / 2**20:.2f} MB" if size > 2**20 else f"- `{name}`: {size / 1024:.1f} kB" for name, size in sizes.items()]
+    lines += [f"- total {sum(sizes.values()) / 2**20:.2f} MB", ""]
+    with files.atomic_open(out / "README.md", "w") as f:
+        f.write("\n".join(lines))
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -497,6 +588,7 @@ def _checkpoint(out, state_dir, step, elapsed, prefix, gen, ema, opt, tc, log_pa
     export(out, ema, TINY_U1)
     files.write_json(out / "training.json", {"step": step, "train_minutes": round(elapsed / 60, 2), "train_config": asdict(tc), "threads": torch.get_num_threads()})
     plot_loss(log_path, out / "loss.png")
+    write_model_card(out)
     log.info("checkpoint: step %d -> %s (state %s)", step, out, state_dir)
 
 
