@@ -102,9 +102,9 @@ def main(argv=None) -> None:
     teacher = pz.build_model(base)
     teacher.eval().requires_grad_(False)
     run = pz.new_run(args.run, args, state=base if not (args.run / pz.Run.STATE).is_file() else None)
-    if run.step == 0:
-        run.ema = {k: v.detach().clone() for k, v in run.model.diffusion_model.named_parameters()}
     teacher_hash = sha256(args.teacher)
+    if run.step and run.meta.get("teacher_sha256") != teacher_hash:
+        raise SystemExit(f"{args.run} was distilled from another base than {args.teacher}: start a new run (--run) or delete that folder")
     run.meta = {"kind": "turbo", "teacher_sha256": teacher_hash, "args": {k: str(v) for k, v in vars(args).items()}}
     sigmas = grid(teacher)
     empty = encoder.encode([""])

@@ -163,7 +163,7 @@ def model_card(model_path: Path, results: list[dict]) -> str:
     status = ""
     if meta.get("base_step", meta["step"]) < FULL_RUN_STEPS:
         status = (f"\n**Status: short checkpoint** ({meta['step']} steps, trained on a CPU shared with other jobs) that proves the\n"
-                  "scripts end to end; it does not yet draw the world. The full run (commands below, about 40 min\n"
+                  "scripts end to end; it is far from the accuracy targets. The full run (commands below, about 40 min\n"
                   "for the base and 15 min for the Turbo on 2 free cores) replaces these weights and this card.\n")
     return f"""# {title}
 

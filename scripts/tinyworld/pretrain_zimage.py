@@ -335,6 +335,7 @@ class Run:
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["opt_groups"]})
         self.stream.load(meta["stream"])
         self.step, self.seconds = int(meta["step"]), float(meta["seconds"])
+        self.meta = {k: v for k, v in meta.items() if k not in ("step", "seconds", "stream", "opt_groups", "opt_keys")}
         return True
 
 
