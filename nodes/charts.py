@@ -50,6 +50,7 @@ def histogram(
     draw = ImageDraw.Draw(image)
     title_font, font = _font(22), _font(16)
     left, right, top, bottom = 60, width - 20, 40 + 22 * len(notes) + 20, height - 50
+    top = min(top, bottom - 40)  # many note lines must not turn the plot area upside down
 
     counts, edges = np.histogram(values, bins=bins, range=value_range)
     peak = max(int(counts.max()), 1)

@@ -68,8 +68,24 @@ def failure(entry: dict, server) -> str:
     return json.dumps(messages, indent=1)[:4000] + "\n" + server.log_text()[-3000:]
 
 
+def _without_added_outputs(built: dict, shipped: dict) -> dict:
+    """``built`` less the unlinked output slots a newer ComfyUI adds to stock nodes (0.33's SaveImage and
+    PreviewImage pass their images on) that the shipped file, made on 0.3.75, does not have."""
+    old = {n["id"]: n for n in shipped["nodes"]}
+    nodes = []
+    for node in built["nodes"]:
+        names = {o["name"] for o in old.get(node["id"], {}).get("outputs", [])}
+        outputs = [o for o in node.get("outputs", []) if o["name"] in names or o.get("links")]
+        nodes.append({**node, "outputs": outputs} if "outputs" in node else node)
+    return {**built, "nodes": nodes}
+
+
 def test_shipped_json_matches_the_specs(e2e):
-    """workflows/*.json are what scripts/build_workflows.py makes from this server's /object_info."""
+    """workflows/*.json are what scripts/build_workflows.py makes from this server's /object_info.
+
+    The files are generated on ComfyUI 0.3.75, the oldest supported host, so they load everywhere;
+    on a newer host the only allowed difference is an unlinked output slot a stock node gained.
+    """
     import build_workflows
 
     _, object_info = e2e
@@ -77,7 +93,7 @@ def test_shipped_json_matches_the_specs(e2e):
     assert sorted(built) == sorted(p.stem for p in WORKFLOWS)
     for name, workflow in built.items():
         shipped = json.loads((harness.REPO / "workflows" / f"{name}.json").read_text(encoding="utf-8"))
-        assert shipped == workflow, f"workflows/{name}.json is out of date: run scripts/build_workflows.py"
+        assert shipped == _without_added_outputs(workflow, shipped), f"workflows/{name}.json is out of date: run scripts/build_workflows.py (on ComfyUI 0.3.75)"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

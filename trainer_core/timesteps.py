@@ -183,7 +183,8 @@ class AnchorCoupled:
 
     def summary(self) -> str:
         """One line for :meth:`TimestepConfig.describe`."""
-        anchors = " ".join(f"{v:.3f}" for v in self.anchors.tolist())
+        values = [f"{v:.3f}" for v in self.anchors.tolist()]
+        anchors = " ".join(values if len(values) <= 12 else [*values[:6], "...", *values[-3:]])  # a thousand anchors stay one line
         return f"anchor_coupled(anchors from {self.anchor_source}: {anchors}; jitter {self.jitter:g} {self.jitter_kind}; clamp [{self.clamp_min:g}, {self.clamp_max:g}])"
 
     def anchor_indices(self, batch_size: int, generator: torch.Generator) -> Tensor:
