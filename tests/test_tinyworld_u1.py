@@ -21,7 +21,8 @@ PROMPTS, STEPS, CFG = 20, 20, 4.0
 """CI sample: 20 held-out prompts, euler / simple at 20 steps (the model card's 50-step figure is the acceptance one)."""
 MAX_BYTES = 16 * 2**20
 TRAINING = json.loads((MODEL / "training.json").read_text())
-SHORT_RUN = TRAINING["train_minutes"] < 30
+MEASURED = json.loads((MODEL / "metrics.json").read_text())
+"""The committed checkpoint's own 200-prompt evaluation (evaluate_u1.py): the gate below reads it, not a run length."""
 """The committed weights are a short tuning run until the full pretraining (README.md in MODEL) replaces them."""
 
 
@@ -58,7 +59,12 @@ def test_loads_through_pack_loader(loaded):
         assert encoder.tokenizer.convert_tokens_to_ids(token) < cfg.llm.vocab_size
 
 
-@pytest.mark.xfail(SHORT_RUN, reason=f"committed checkpoint is a {TRAINING['train_minutes']}-minute run (step {TRAINING['step']}); run the full pretraining command in {MODEL}/README.md", strict=False)
+# An open gap, stated, not hidden: until the pretraining reaches the target (issue 12), the committed
+# checkpoint's measured accuracy is below it, and this check is an expected failure that says so.
+@pytest.mark.xfail(MEASURED["content_accuracy"] < 0.80, strict=False,
+                   reason=f"the committed checkpoint (step {TRAINING['step']}, {TRAINING['train_minutes']} min) measured "
+                          f"{100 * MEASURED['content_accuracy']:.1f}% on {MEASURED['prompts']} held-out prompts, below 80%; "
+                          f"continue it with the command in {MODEL}/README.md")
 def test_stock_ksampler_heldout_accuracy(loaded):
     patcher, encoder = loaded
     scenes = evaluate_u1.heldout_scenes(PROMPTS)
