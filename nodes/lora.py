@@ -100,17 +100,11 @@ class LoraLoaderNode(io.ComfyNode):
         lora = official_u1_keys(model, lora_patch.load_lora_file(path))
         if strength_model == 0:
             return io.NodeOutput(model, f"{lora_name}: strength 0, not applied")
-        patches, unloaded, mismatches = lora_patch.mapped_patches(model, lora)
-        patched = model.clone()
-        applied = set(patched.add_patches(patches, strength_model))
-        unloaded += [str(k) for k in patches if k not in applied]
-        if lora and not applied:
-            first = [str(m) for m in mismatches[:3]] or unloaded[:3]
-            raise ConfigError("lora_name", lora_name, f"{path}: none of its {len(lora)} keys fits this model ({len(mismatches)} shape mismatches, {len(unloaded)} keys not mapped; first: {'; '.join(first)}). Is the LoRA for another model, or another size of it?")
-        report = loader_report(lora_name, path, lora, unloaded, mismatches)
-        if unloaded or mismatches:
-            log.warning("%s: keys not loaded: %s", lora_name, "; ".join([*unloaded, *map(str, mismatches)]))
-        return io.NodeOutput(patched, report)
+        result = lora_patch.apply_lora(model, lora, strength_model)
+        if lora and not result.applied:
+            first = [str(m) for m in result.mismatches[:3]] or result.unloaded[:3]
+            raise ConfigError("lora_name", lora_name, f"{path}: none of its {len(lora)} keys fits this model ({len(result.mismatches)} shape mismatches, {len(result.unloaded)} keys not mapped; first: {'; '.join(first)}). Is the LoRA for another model, or another size of it?")
+        return io.NodeOutput(result.model, loader_report(lora_name, path, lora, result.unloaded, result.mismatches))
 
 
 def official_u1_keys(model, lora: dict) -> dict:

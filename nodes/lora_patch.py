@@ -157,21 +157,30 @@ def mapped_patches(model_patcher, lora_sd: Mapping[str, Tensor]) -> tuple[dict, 
     return fitting, list(unloaded), mismatches
 
 
-def apply_lora(model_patcher, lora_sd: Mapping[str, Tensor], strength: float = 1.0) -> tuple[object, list[str]]:
-    """A clone of ``model_patcher`` carrying ``lora_sd`` as an ordinary LoRA patch.
+@dataclass(frozen=True)
+class AppliedLora:
+    """What :func:`apply_lora` made: ``model``, a patched clone; ``applied``, how many patches it carries;
+    ``unloaded``, file keys ComfyUI did not map and patches on weights the model lacks; ``mismatches``,
+    patches whose shape does not fit their weight (not applied)."""
 
-    Returns ``(clone, unloaded_keys)``: keys of ``lora_sd`` that ComfyUI did
-    not map, patches whose target weight the model lacks, and patches whose
-    shape does not fit (as ``"<key>: file ..., model ... expects ..."``). The
-    input patcher is not changed.
-    """
+    model: object
+    applied: int
+    unloaded: list[str]
+    mismatches: list[Mismatch]
+
+    def not_loaded(self) -> list[str]:
+        """Everything not applied, one line each."""
+        return [*self.unloaded, *map(str, self.mismatches)]
+
+
+def apply_lora(model_patcher, lora_sd: Mapping[str, Tensor], strength: float = 1.0) -> AppliedLora:
+    """A clone of ``model_patcher`` carrying ``lora_sd`` as an ordinary LoRA patch, as
+    ``comfy.sd.load_lora_for_models`` makes it, with shapes checked first. The input patcher is not changed."""
     patches, unloaded, mismatches = mapped_patches(model_patcher, lora_sd)
-    unloaded += [str(m) for m in mismatches]
     clone = model_patcher.clone()
     applied = set(clone.add_patches(patches, strength))
-    for key in patches:
-        if key not in applied:
-            unloaded.append(str(key))
-    if unloaded:
-        log.warning("LoRA: %d keys not loaded: %s", len(unloaded), ", ".join(unloaded))
-    return clone, unloaded
+    unloaded += [str(key) for key in patches if key not in applied]
+    result = AppliedLora(clone, len(applied), unloaded, mismatches)
+    if result.not_loaded():
+        log.warning("LoRA: %d keys not loaded: %s", len(result.not_loaded()), "; ".join(result.not_loaded()))
+    return result

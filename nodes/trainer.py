@@ -28,7 +28,7 @@ from ..trainer_core.loop import DTYPES, SaveReport, TrainConfig, TrainTask, trai
 from ..trainer_core.lora.engine import LoraAdapters
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
-from .lora_patch import apply_lora
+from .lora_patch import apply_lora, load_lora_file
 from .types import CATEGORY, PREFIX, Loss, Timesteps, check_inputs, validation_message
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,8 @@ class LoraTrainer(io.ComfyNode):
         )
         if result.stopped:
             comfy.model_management.throw_exception_if_processing_interrupted()
-        trained, unloaded = apply_lora(apply_to if apply_to is not None else model, comfy.utils.load_torch_file(lora_path, safe_load=True), 1.0)
+        applied = apply_lora(apply_to if apply_to is not None else model, load_lora_file(lora_path), 1.0)
+        trained, unloaded = applied.model, applied.not_loaded()
         if unloaded:
             raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")
         run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})

@@ -29,3 +29,19 @@ def server(tmp_path_factory, comfy_root) -> harness.Server:
     link_tiny_package(base)
     with harness.comfy_server(base) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+def trainer_env(comfy_root, tmp_path_factory):
+    """``(tiny_models, LoraTrainer, loras)``: the trainer node with ComfyUI's loras folder pointed at a
+    fresh temporary folder for the module, restored afterwards."""
+    import folder_paths
+    import tiny_models
+
+    loras = tmp_path_factory.mktemp("loras")
+    saved = folder_paths.folder_names_and_paths["loras"]
+    folder_paths.folder_names_and_paths["loras"] = ([str(loras)], saved[1])
+    from flowlora.nodes.trainer import LoraTrainer
+
+    yield tiny_models, LoraTrainer, loras
+    folder_paths.folder_names_and_paths["loras"] = saved

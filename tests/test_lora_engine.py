@@ -313,7 +313,8 @@ def test_apply_lora_returns_a_patched_clone_and_reports_unknown_keys(tm, inputs)
         y_attached = tm.denoise(model, *inputs)
     sd = lora_state_dict(adapters)
     sd["diffusion_model.not_a_layer.lora_A.weight"] = torch.zeros(4, 4)
-    clone, unloaded = apply_lora(model, sd, 1.0)
+    result = apply_lora(model, sd, 1.0)
+    clone, unloaded = result.model, result.not_loaded()
     assert unloaded == ["diffusion_model.not_a_layer.lora_A.weight"]
     assert clone is not model and model.patches == {}
     with torch.no_grad(), tm.patched(clone):

@@ -23,17 +23,8 @@ from safetensors.torch import load_file
 
 
 @pytest.fixture(scope="module")
-def env(comfy_root, tmp_path_factory):
-    import folder_paths
-    import tiny_models
-
-    loras = tmp_path_factory.mktemp("loras")
-    saved = folder_paths.folder_names_and_paths["loras"]
-    folder_paths.folder_names_and_paths["loras"] = ([str(loras)], saved[1])
-    from flowlora.nodes.trainer import LoraTrainer
-
-    yield tiny_models, LoraTrainer, loras
-    folder_paths.folder_names_and_paths["loras"] = saved
+def env(trainer_env):
+    return trainer_env
 
 
 def data(seed=0, count=4, size=16):

@@ -5,8 +5,10 @@ Every file the pack writes goes first to a temporary sibling
 is flushed and fsynced, then renamed over the target with ``os.replace``
 (atomic on POSIX and Windows for one filesystem).
 
-A process killed mid-write leaves its temporary file behind. Each write removes
-such leftovers from the folder it writes to (:func:`remove_stale_temps`), with a
+A process killed mid-write leaves its temporary file behind. The first write to
+a folder in each hour of a process (a dataset cache takes thousands of writes to
+one folder: scanning it every time would cost quadratic time) removes such
+leftovers from it (:func:`remove_stale_temps`), with a
 rule that cannot touch a write in progress or anybody else's file: only regular
 files whose name matches the pack's own pattern exactly (:data:`TEMP_PATTERN`)
 and that were last modified more than :data:`STALE_AFTER_S` (one hour) ago. A
@@ -18,6 +20,7 @@ folder may be shared by several machines).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -43,6 +46,12 @@ STALE_AFTER_S = 3600.0
 def temp_name(name: str) -> str:
     """The longest form of a temporary sibling's name for target file ``name`` (for length checks)."""
     return f".{name}{TEMP_MARK}{'x' * 8}.tmp"
+
+
+@functools.lru_cache(maxsize=256)
+def _sweep(folder: str, period: int) -> None:
+    """:func:`remove_stale_temps` once per ``folder`` and ``period`` (hours since the epoch) in this process."""
+    remove_stale_temps(folder)
 
 
 def remove_stale_temps(folder: str | os.PathLike, now: float | None = None) -> list[Path]:
@@ -71,10 +80,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a uniquely named temporary sibling of ``path``; on success fsync it,
     rename it over ``path`` and fsync the folder. On error the temp file is removed
     and ``path`` keeps its previous content. Stale temporary files of earlier,
-    killed writes in the same folder are removed first (module docstring)."""
+    killed writes in the same folder are removed first, once per folder and hour (module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path.parent)
+    _sweep(str(path.parent), int(time.time() // STALE_AFTER_S))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
