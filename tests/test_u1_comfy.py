@@ -73,14 +73,14 @@ def test_prompt_encode_templates(u1):
     from flowlora.trainer_core.models.u1 import prompts
 
     encoder = u1[3]
-    pos, neg = U1PromptEncode.execute(encoder, "a red fox", "").result
+    pos, neg, _ = U1PromptEncode.execute(encoder, "a red fox", "").result
     ids_c = prompts.tokenize(encoder.tokenizer, prompts.conditional_prefix("a red fox"))
     ids_u = prompts.tokenize(encoder.tokenizer, prompts.UNCONDITIONAL_PREFIX)
     assert pos[0][0].shape == (1, len(ids_c), 2 * 2 * 2 * 16)
     assert neg[0][0].shape == (1, len(ids_u), 2 * 2 * 2 * 16)
     assert ids_u[-1] == encoder.tokenizer.convert_tokens_to_ids("<img>")
     assert prompts.tokenize(encoder.tokenizer, "<think>") == [encoder.tokenizer.convert_tokens_to_ids("<think>")]
-    think, _ = U1PromptEncode.execute(encoder, "a red fox", "1. fox").result
+    think, _, _ = U1PromptEncode.execute(encoder, "a red fox", "1. fox").result
     assert think[0][0].shape[1] > pos[0][0].shape[1]
 
 
@@ -111,7 +111,7 @@ def test_stock_ksampler_samples_to_image(u1):
     import nodes
 
     folder, _, patcher, encoder = u1
-    pos, neg = U1PromptEncode.execute(encoder, "a lighthouse at dusk").result
+    pos, neg, _ = U1PromptEncode.execute(encoder, "a lighthouse at dusk").result
     latent = {"samples": torch.zeros(1, 3, 64, 96)}
     (out,) = nodes.common_ksampler(patcher, SEED, STEPS, CFG, "euler", "simple", pos, neg, latent)
     samples = out["samples"]
@@ -133,7 +133,7 @@ def test_apply_model_is_the_trainer_path(u1):
     from flowlora.nodes.u1.nodes import U1PromptEncode
 
     _, _, patcher, encoder = u1
-    pos, _ = U1PromptEncode.execute(encoder, "x").result
+    pos, _, _ = U1PromptEncode.execute(encoder, "x").result
     model = patcher.model
     ms = model.model_sampling
     x0 = torch.rand(2, 3, 32, 64) * 2 - 1

@@ -80,7 +80,7 @@ def trained(env):
     base = env["fresh"]()
     r = RECIPES.get("baseline")
     latents = {"samples": torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1}
-    out, path, _ = LoraTrainer.execute(
+    out, path, _, _ = LoraTrainer.execute(
         model=base, latents=latents, positive=[[env["kv"], {"u1_prefix_length": env["kv"].shape[1]}]], timesteps=r.timesteps, loss=r.loss,
         lora=LoraConfig(preset="u1_default", rank=4, alpha=8, unfreeze=DEFAULT_UNFREEZE_PATTERNS), optimizer=optim.OptimizerConfig("adamw", 2e-2),
         steps=3, epochs=0, batch_size=2, seed=0, p_text=0.0, p_both=0.0, training_dtype="fp32", gradient_checkpointing=False,
@@ -193,3 +193,48 @@ def test_eight_step_format_on_bf16_weights(env):
         changed += int(not torch.equal(w, base_bf16[k]))
     assert changed == 2 * 7 + 2
     comfy.model_management.unload_all_models()
+
+
+def test_merged_checkpoint_is_an_official_folder_that_loads_as_is(env, trained, tmp_path, monkeypatch):
+    """Issue 11, item 4: base + LoRA + fully trained tensors as an official checkpoint folder (same config,
+    index names and shard layout), merged by the official formula, loading through the U1 Loader and
+    sampling like our MODEL with the LoRA (to bf16 rounding: the tiny checkpoint is stored in bf16)."""
+    import folder_paths
+    from flowlora.nodes.u1 import model as u1m
+    from flowlora.nodes.u1.nodes import U1SaveMergedCheckpoint, U1SaveOfficialLora
+    from flowlora.trainer_core.errors import ConfigError
+    from flowlora.trainer_core.models.u1.checkpoint import read_weight_map
+    from flowlora.trainer_core.models.u1.official_lora import merge_official
+
+    base, ours, path = trained
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path / "models"))
+    folder_paths.add_model_folder_path("diffusion_models", str(env["ckpt"].parent))
+    name = f"diffusion_models/{env['ckpt'].name}"
+    assert U1SaveMergedCheckpoint.validate_inputs(lora_path=path, output_name="../escape").startswith("output_name = '../escape'")
+    (out,) = U1SaveMergedCheckpoint.execute(checkpoint=name, lora_path=path, output_name="style_merged").result
+    out = type(env["ckpt"])(out)
+    assert out == tmp_path / "models" / "sensenova_u1" / "style_merged"
+    assert read_weight_map(out) == read_weight_map(env["ckpt"])  # official names, same shards
+    assert (out / "config.json").read_bytes() == (env["ckpt"] / "config.json").read_bytes()
+
+    # every tensor is exactly the official merge of the stored base with the full official file
+    (official_path,) = U1SaveOfficialLora.execute(model=base, lora_path=path, include_full_tensors=True).result
+    expected = merge_official(env["state"], load_file(official_path))
+    written = {}
+    for shard in set(read_weight_map(out).values()):
+        written.update(load_file(str(out / shard)))
+    assert set(written) == set(expected)
+    assert all(torch.equal(written[k], expected[k]) for k in expected)
+    changed = [k for k in expected if not torch.equal(expected[k], env["state"][k])]
+    assert any(k.startswith("fm_modules.") for k in changed) and any("lora" not in k and "layers" in k for k in changed)
+
+    merged_model = u1m.load_u1_model(str(out), SHIFT, T_EPS, "float32")
+    effect = (model_out(ours, env["kv"]) - model_out(env["fresh"](), env["kv"])).abs().max()
+    diff = (model_out(merged_model, env["kv"]) - model_out(ours, env["kv"])).abs().max()
+    log.info("merged checkpoint vs our MODEL: max |diff| %.3g (LoRA effect %.3g)", diff, effect)
+    assert effect > 1e-3 and diff <= 0.05 * effect
+
+    with pytest.raises(ConfigError, match="exists"):
+        U1SaveMergedCheckpoint.execute(checkpoint=name, lora_path=path, output_name="style_merged")
+    schema = U1SaveMergedCheckpoint.define_schema()
+    assert schema.node_id == "FlowLoRAU1SaveMergedCheckpoint" and all(i.tooltip for i in schema.inputs)

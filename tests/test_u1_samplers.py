@@ -40,7 +40,7 @@ def zero_head(comfy_root, tmp_path_factory):
         folder = tmp_path_factory.mktemp(f"u1-zero-head-{scale}")
         save_sharded(folder, state, dataclasses.replace(base, noise_scale=scale), num_shards=2)
         patcher = u1m.load_u1_model(str(folder), 3.0, 0.05)
-        pos, neg = U1PromptEncode.execute(u1m.load_u1_text_encoder(str(folder)), "a red star").result
+        pos, neg, _ = U1PromptEncode.execute(u1m.load_u1_text_encoder(str(folder)), "a red star").result
         models[scale] = (patcher, pos, neg)
     return models
 

@@ -197,7 +197,7 @@ def test_ablation_configuration_trains_and_logs(env, dataset, recipe, monkeypatc
     base = env["patcher"]
     before = {k: v.clone() for k, v in base.model.diffusion_model.state_dict().items()}
     kw = trainer_settings(recipe)
-    trained, _, run_log = LoraTrainer.execute(model=base, dataset=dataset, **kw).result
+    trained, _, run_log, _ = LoraTrainer.execute(model=base, dataset=dataset, **kw).result
     records = run_log.records()
     assert len(records) == kw["steps"]
     for rec in records:
@@ -240,7 +240,7 @@ def test_dropout_routes_about_20_percent_unconditional(env, dataset, monkeypatch
     calls = spy_forward(monkeypatch)
     kw = trainer_settings("cond_dropout", steps=30, batch_size=8, lora=LoraConfig(preset="u1_attn_only", rank=1, alpha=1), output_name="u1/routes")
     latents = {"samples": torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1}
-    _, _, run_log = LoraTrainer.execute(model=env["patcher"], latents=latents, positive=dataset.conditionings[0], empty_prompt=dataset.empty_conditioning, **kw).result
+    _, _, run_log, _ = LoraTrainer.execute(model=env["patcher"], latents=latents, positive=dataset.conditionings[0], empty_prompt=dataset.empty_conditioning, **kw).result
     routes = [r for rec in run_log.records() for r in rec["route"]]
     n = len(routes)
     assert n == 240

@@ -47,6 +47,7 @@ import comfy.supported_models_base
 import torch
 
 from ...trainer_core.data.cache import fingerprint_tensors, make_key
+from ...trainer_core.errors import ConfigError
 from ...trainer_core.models.u1 import GenerationTower, PrefixKV, PrefixTower, U1Config, prompts
 from ...trainer_core.models.u1.checkpoint import load_towers
 from ...trainer_core.models.u1.sampling import clamped_denoised, raw_x0
@@ -176,14 +177,31 @@ class U1TextEncoder:
 
     def encode_text(self, text: str) -> torch.Tensor:
         """One prefix string -> packed KV ``(1, L, C)`` on ComfyUI's intermediate device."""
-        ids = prompts.tokenize(self.tokenizer, text)
+        return self.encode_ids(prompts.tokenize(self.tokenizer, text))
+
+    def encode_ids(self, ids: list[int]) -> torch.Tensor:
+        """Token ids -> packed KV ``(1, L, C)`` on ComfyUI's intermediate device."""
         vocab = self.tower.cfg.llm.vocab_size
         if max(ids) >= vocab:
             raise ValueError(f"tokenizer from {self.source} produced id {max(ids)} >= the model's vocab_size {vocab}: use the tokenizer files that came with this checkpoint")
         comfy.model_management.load_model_gpu(self.patcher)
-        device = self.patcher.load_device
-        kv = self.tower.encode(torch.tensor([ids], dtype=torch.long, device=device))
+        kv = self.tower.encode(torch.tensor([ids], dtype=torch.long, device=self.patcher.load_device))
         return kv.pack().to(comfy.model_management.intermediate_device())
+
+    def generate_think(self, prompt: str, max_tokens: int = 1024) -> tuple[torch.Tensor, str]:
+        """Official think mode (spec 4.5): greedy decoding from ``...<think>\n`` with the language head, then ``\n\n<img>``.
+
+        Returns the conditional packed KV of exactly those ids (prefix, generated
+        tokens, suffix) and the generated think text (without ``</think>``).
+        """
+        vocab = self.tokenizer.get_vocab()
+        ids = prompts.tokenize(self.tokenizer, prompts.think_generation_prefix(prompt))
+        comfy.model_management.load_model_gpu(self.patcher)
+        new, why = self.tower.greedy(torch.tensor([ids], dtype=torch.long, device=self.patcher.load_device), vocab["</think>"], vocab["<|im_end|>"], max_tokens)
+        text_ids = new[:-1] if why == "stop" else new
+        log.info("think mode: %d tokens generated (stopped: %s)", len(new), {"stop": "</think>", "end": "<|im_end|>", "length": f"{max_tokens} tokens"}[why])
+        think = self.tokenizer.decode(text_ids, skip_special_tokens=False).strip()
+        return self.encode_ids(ids + new + prompts.tokenize(self.tokenizer, prompts.THINK_SUFFIX)), think
 
     def encode(self, prompt: str, think: str = "") -> tuple[torch.Tensor, torch.Tensor]:
         """(conditional, unconditional) packed prefix KVs with the official templates."""
@@ -261,9 +279,18 @@ def load_u1_text_encoder(folder: str, weight_dtype: str = "checkpoint") -> U1Tex
     dtype = WEIGHT_DTYPES.get(weight_dtype, "weight_dtype") or _stored_dtype(path)
     device = comfy.model_management.text_encoder_device()
     ops, compute = _ops_for(dtype, device)
-    _, prefix, _ = load_towers(path, ops=ops, dtype=dtype, include_gen=False)
+    cfg, prefix, _ = load_towers(path, ops=ops, dtype=dtype, include_gen=False)
     prefix.compute_dtype = compute
+    real = cfg.llm.hidden_size >= prompts.REAL_MODEL_MIN_HIDDEN
     tok_dir = path if (path / "vocab.json").is_file() else Path(comfy.model_management.__file__).parent.joinpath(*BUNDLED_TOKENIZER)
     if tok_dir != path:
+        if real:
+            raise ConfigError("checkpoint", str(folder), "has no tokenizer files (vocab.json, merges.txt, tokenizer_config.json): copy them from the official download into this folder. "
+                              "ComfyUI's bundled Qwen2.5 tokenizer would put <think> and <img> at other ids than the model was trained with.")
         log.warning("no tokenizer files in %s; using ComfyUI's bundled Qwen2.5 tokenizer with U1's added tokens (ids differ from the real U1 tokenizer: fine for test models only)", folder)
-    return U1TextEncoder(prefix, prompts.load_tokenizer(tok_dir), str(tok_dir))
+    tokenizer = prompts.load_tokenizer(tok_dir)
+    wrong = prompts.wrong_token_ids(tokenizer) if real else {}
+    if wrong:
+        listed = ", ".join(f"{t} is {got} (official {want})" for t, (got, want) in wrong.items())
+        raise ConfigError("checkpoint", str(folder), f"its tokenizer files are not SenseNova-U1's: {listed}. Use the tokenizer files of the official download.")
+    return U1TextEncoder(prefix, tokenizer, str(tok_dir))

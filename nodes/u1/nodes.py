@@ -92,6 +92,9 @@ class U1Loader(io.ComfyNode):
         return io.NodeOutput(u1.load_u1_model(folder, shift, t_eps, weight_dtype), u1.load_u1_text_encoder(folder, weight_dtype))
 
 
+THINK_MODES = ("given", "generate")
+
+
 class U1PromptEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -103,18 +106,27 @@ class U1PromptEncode(io.ComfyNode):
             inputs=[
                 U1TextEncoderType.Input("text_encoder", tooltip="From 'SenseNova-U1 Loader (FlowLoRA)'."),
                 io.String.Input("prompt", multiline=True, default="", tooltip="The image description, wrapped in the official system message and chat template."),
-                io.String.Input("think", multiline=True, default="", optional=True, tooltip="Optional reasoning text placed inside the <think> block (as train_u1's think labels); empty gives the official empty think block."),
+                io.String.Input("think", multiline=True, default="", optional=True, tooltip="think_mode 'given': reasoning text placed inside the <think> block (as train_u1's think labels); empty gives the official empty think block. Ignored when think_mode is 'generate'."),
+                io.Combo.Input("think_mode", options=list(THINK_MODES), default="given", optional=True, tooltip="given: the think text above (or none). generate: the official think mode: the model writes its own reasoning with its language head (greedy, until </think>), shown on the think_text output."),
+                io.Int.Input("think_max_tokens", default=1024, min=1, max=8192, optional=True, tooltip="think_mode 'generate': at most this many tokens of reasoning (official default 1024)."),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive", tooltip="The prompt's prefix KV; wire to KSampler positive."),
                 io.Conditioning.Output(display_name="negative", tooltip="The official unconditional prefix's KV (empty user turn, no think block); wire to KSampler negative for CFG."),
+                io.String.Output(display_name="think_text", tooltip="The reasoning in the <think> block: the generated text in 'generate' mode, else the given text."),
             ],
         )
 
     @classmethod
-    def execute(cls, text_encoder: u1.U1TextEncoder, prompt: str, think: str = "") -> io.NodeOutput:
-        cond, uncond = text_encoder.encode(prompt, think or "")
-        return io.NodeOutput([[cond, {"u1_prefix_length": cond.shape[1]}]], [[uncond, {"u1_prefix_length": uncond.shape[1]}]])
+    def execute(cls, text_encoder: u1.U1TextEncoder, prompt: str, think: str = "", think_mode: str = "given", think_max_tokens: int = 1024) -> io.NodeOutput:
+        if think_mode not in THINK_MODES:
+            raise ConfigError("think_mode", think_mode, f"must be one of {', '.join(THINK_MODES)}")
+        if think_mode == "generate":
+            cond, think = text_encoder.generate_think(prompt, think_max_tokens)
+            uncond = text_encoder.encode_text(u1.prompts.UNCONDITIONAL_PREFIX)
+        else:
+            cond, uncond = text_encoder.encode(prompt, think or "")
+        return io.NodeOutput([[cond, {"u1_prefix_length": cond.shape[1]}]], [[uncond, {"u1_prefix_length": uncond.shape[1]}]], (think or "").strip())
 
 
 OFFICIAL_SUFFIX = ".u1_official.safetensors"
@@ -123,6 +135,14 @@ OFFICIAL_SUFFIX = ".u1_official.safetensors"
 def loras_folder() -> str:
     """ComfyUI's first models/loras folder: where a relative ``lora_path`` starts."""
     return folder_paths.get_folder_paths("loras")[0]
+
+
+def trained_lora_path(lora_path: str) -> str:
+    """An existing .safetensors LoRA inside ComfyUI's folders (a relative path is under models/loras); ConfigError otherwise."""
+    path = str(paths.confine("lora_path", lora_path, loras_folder()))
+    if not path.endswith(".safetensors") or not os.path.isfile(path):
+        raise ConfigError("lora_path", lora_path, "must be an existing .safetensors LoRA file (connect the trainer's lora_path)")
+    return path
 
 
 class U1SaveOfficialLora(io.ComfyNode):
@@ -137,7 +157,7 @@ class U1SaveOfficialLora(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The SenseNova-U1 MODEL the LoRA was trained on: fully trained tensors are saved as its weights plus the trained change."),
                 io.String.Input("lora_path", default="", tooltip="The FlowLoRA LoRA file: connect the trainer's lora_path, or type a path inside ComfyUI's folders (a relative one is under models/loras). The official file is written beside it."),
-                io.Boolean.Input("include_full_tensors", default=True, tooltip="On: also save the fully trained fm_modules tensors at their names (train_u1's loader reads them). Off: LoRA keys only, which the official --lora_path loader needs (it fails on full bias tensors); the fully trained part, and head adapters folded into it, are then left out."),
+                io.Boolean.Input("include_full_tensors", default=False, tooltip="Off (default): LoRA keys only, which the official --lora_path loader needs (it fails on the first full bias tensor); the fully trained fm_modules tensors, and head adapters folded into them, are left out, with a warning naming them. For a file that keeps everything use 'SenseNova-U1 Save Merged Checkpoint'. On: also save the fully trained tensors at their names (train_u1's loader reads them; the official one does not)."),
             ],
             outputs=[io.String.Output(display_name="official_path", tooltip="Path of the file written.")],
         )
@@ -148,13 +168,72 @@ class U1SaveOfficialLora(io.ComfyNode):
         return ranges if ranges is not True else paths.check("lora_path", lora_path, loras_folder())
 
     @classmethod
-    def execute(cls, model, lora_path: str, include_full_tensors: bool = True) -> io.NodeOutput:
-        path = str(paths.confine("lora_path", lora_path, loras_folder()))
-        if not path.endswith(".safetensors") or not os.path.isfile(path):
-            raise ConfigError("lora_path", lora_path, "must be an existing .safetensors LoRA file (connect the trainer's lora_path)")
+    def execute(cls, model, lora_path: str, include_full_tensors: bool = False) -> io.NodeOutput:
+        path = trained_lora_path(lora_path)
         lora = load_lora_file(path)
         official = official_lora.to_official(lora, u1.base_weights(model), include_full=include_full_tensors)
         out = path[: -len(".safetensors")] + OFFICIAL_SUFFIX
         files.save_safetensors(out, official, {"format": "sensenova_u1.lora", "naming": "lora_down/lora_up/.alpha", "source": os.path.basename(path)})
         log.info("official SenseNova-U1 LoRA: %s (%d tensors)", out, len(official))
         return io.NodeOutput(out)
+
+
+MERGED_FOLDER = "sensenova_u1"
+"""Merged checkpoints go to models/<MERGED_FOLDER>/<output_name>/, where the U1 Loader finds them."""
+
+
+class U1SaveMergedCheckpoint(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{PREFIX}U1SaveMergedCheckpoint",
+            display_name="SenseNova-U1 Save Merged Checkpoint (FlowLoRA)",
+            category=CATEGORY,
+            description=(
+                "Writes the base checkpoint with a trained LoRA merged in (adapters by the official formula W + (alpha / r) up @ down, "
+                "fully trained fm_modules tensors replaced) as an official checkpoint folder: the base's config, tokenizer files, index and shard layout, "
+                "official tensor names. Official inference and the SenseNova-U1 Loader load it as-is; nothing of the training is left out."
+            ),
+            is_output_node=True,
+            inputs=[
+                io.Combo.Input("checkpoint", options=sorted(checkpoint_folders()), tooltip="The base checkpoint the LoRA was trained on (as in the SenseNova-U1 Loader)."),
+                io.String.Input("lora_path", default="", tooltip="The FlowLoRA LoRA file: connect the trainer's lora_path, or type a path inside ComfyUI's folders (a relative one is under models/loras)."),
+                io.String.Input("output_name", default="my_u1_merged", tooltip=f"Folder name under models/{MERGED_FOLDER}/ for the merged checkpoint (letters, digits, '-', '_', '.'; no path)."),
+                io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05, tooltip="Strength of the adapters merged in (1 = as trained). Fully trained fm_modules tensors are copied as trained, whatever the strength, as the official merge does."),
+                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing folder of that name. Off: an existing folder is refused, so no checkpoint is overwritten by accident."),
+            ],
+            outputs=[io.String.Output(display_name="checkpoint_path", tooltip="The folder written.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, lora_path: str | None = None, output_name: str | None = None, **kw) -> bool | str:
+        ranges = check_inputs(cls, kw)
+        if ranges is not True:
+            return ranges
+        if output_name is not None and not valid_folder_name(output_name):
+            return f"output_name = {output_name!r}: use a plain folder name (letters, digits, '-', '_', '.'), no '/' or '..'"
+        return paths.check("lora_path", lora_path, loras_folder())
+
+    @classmethod
+    def execute(cls, checkpoint: str, lora_path: str, output_name: str, strength: float = 1.0, overwrite: bool = False) -> io.NodeOutput:
+        from ...trainer_core.models.u1 import checkpoint as ckpt
+
+        folders = checkpoint_folders()
+        if checkpoint not in folders:
+            raise ConfigError("checkpoint", checkpoint, f"no such SenseNova-U1 folder; found: {', '.join(sorted(folders)) or 'none'}")
+        if not valid_folder_name(output_name):
+            raise ConfigError("output_name", output_name, "use a plain folder name (letters, digits, '-', '_', '.'), no '/' or '..'")
+        out = Path(folder_paths.models_dir) / MERGED_FOLDER / output_name
+        if out.exists() and not overwrite:
+            raise ConfigError("output_name", output_name, f"{out} exists: pick another name or turn on overwrite")
+        state = ckpt.load_state_dict(folders[checkpoint])
+        official = official_lora.to_official(load_lora_file(trained_lora_path(lora_path)), state, include_full=True)
+        merged = official_lora.merge_official(state, official, strength)
+        changed = sum(1 for k in merged if merged[k] is not state[k])
+        ckpt.write_merged(folders[checkpoint], merged, out)
+        log.info("merged SenseNova-U1 checkpoint: %s (%d of %d tensors changed)", out, changed, len(state))
+        return io.NodeOutput(str(out))
+
+
+def valid_folder_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and all(c.isalnum() or c in "-_." for c in name)

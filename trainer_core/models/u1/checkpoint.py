@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -124,6 +125,37 @@ def save_sharded(folder: str | Path, state: Mapping[str, torch.Tensor], cfg: U1C
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     _atomic(folder / INDEX_NAME, lambda p: Path(p).write_text(json.dumps(index, indent=2), encoding="utf-8"))
     _atomic(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8"))
+
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "generation_config.json", "chat_template.jinja")
+"""Files besides the weights that official inference reads from a checkpoint folder (copied when present)."""
+
+
+def write_merged(source: str | Path, merged: Mapping[str, torch.Tensor], out: str | Path) -> Path:
+    """A new checkpoint folder ``out``: ``source``'s config, tokenizer files and shard layout with the tensors of ``merged``.
+
+    ``merged`` must hold every tensor of the source (same names; typically
+    :func:`official_lora.merge_official` of its state). Each tensor goes to the
+    shard file it had in the source, so the index has the official names and
+    layout; files are written atomically, the index last.
+    """
+    source, out = Path(source), Path(out)
+    weight_map = read_weight_map(source)
+    missing, extra = sorted(set(weight_map) - set(merged)), sorted(set(merged) - set(weight_map))
+    if missing or extra:
+        raise ConfigError("merged state", f"{len(merged)} tensors", f"does not match {source}: missing {missing[:3]}, not in the checkpoint {extra[:3]}")
+    out.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for shard in sorted(set(weight_map.values())):
+        part = {n: merged[n].detach().to("cpu").contiguous() for n, f in weight_map.items() if f == shard}
+        _atomic(out / shard, lambda p, part=part: save_file(part, p, metadata={"format": "pt"}))
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    for name in (CONFIG_NAME, *TOKENIZER_FILES):
+        if (source / name).is_file():
+            _atomic(out / name, lambda p, name=name: shutil.copyfile(source / name, p))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    _atomic(out / INDEX_NAME, lambda p: Path(p).write_text(json.dumps(index, indent=2), encoding="utf-8"))
+    return out
 
 
 def _atomic(path: Path, write) -> None:

@@ -45,6 +45,15 @@ U1_ADDED_TOKENS = ("<think>", "</think>", "<IMG_CONTEXT>", "<img>", "</img>")
 """Tokens U1's tokenizer has beyond the Qwen2.5 BPE (a real checkpoint ships them)."""
 
 
+def think_generation_prefix(prompt: str) -> str:
+    """The conditional prefix up to ``<think>\n``: what the official think mode decodes from (spec 4.5)."""
+    return f"<|im_start|>system\n{SYSTEM_MESSAGE_FOR_GEN}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+
+
+THINK_SUFFIX = "\n\n<img>"
+"""Appended after the generated think tokens (after ``</think>``) before the image."""
+
+
 def conditional_prefix(prompt: str, think: str | None = None) -> str:
     """The official conditional prefix; ``think`` fills the think block (train_u1's think label)."""
     body = f"<think>\n{think}\n</think>\n\n<img>" if think else "<think>\n\n</think>\n\n<img>"
@@ -75,6 +84,21 @@ def training_prefix(prompt: str) -> str:
 def user_text(caption: str, trigger: str = "") -> str:
     """train_u1's ``official`` template user text: ``"{trigger}, {caption}"`` or ``caption``."""
     return f"{trigger}, {caption}" if trigger else caption
+
+
+OFFICIAL_TOKEN_IDS = {"<think>": 151667, "</think>": 151668, "<IMG_CONTEXT>": 151669, "<img>": 151670}
+"""Ids of U1's special tokens in the official tokenizer (specs/sensenova-u1.md: ``<img>`` is hard-coded as
+``img_start_token_id``; the think tokens are Qwen3's). A prefix built with other ids conditions the model on
+tokens it never saw."""
+REAL_MODEL_MIN_HIDDEN = 1024
+"""Understanding towers at least this wide are real checkpoints (U1-8B: 4096), never test models: their
+tokenizer must be the official one."""
+
+
+def wrong_token_ids(tokenizer) -> dict[str, tuple[int | None, int]]:
+    """``{token: (id in this tokenizer or None, official id)}`` for each special token whose id differs from :data:`OFFICIAL_TOKEN_IDS`."""
+    vocab = tokenizer.get_vocab()
+    return {t: (vocab.get(t), want) for t, want in OFFICIAL_TOKEN_IDS.items() if vocab.get(t) != want}
 
 
 def load_tokenizer(folder: str | Path):

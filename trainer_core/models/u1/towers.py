@@ -128,6 +128,58 @@ class PrefixTower(nn.Module):
         return PrefixKV(tuple(keys), tuple(values))
 
 
+    @torch.no_grad()
+    def next_token_logits(self, input_ids: Tensor) -> Tensor:
+        """Reference without a cache: ``input_ids (1, L)`` -> logits ``(V,)`` of the next token (full causal pass + ``lm_head``)."""
+        m = self.language_model.model
+        device = m.embed_tokens.weight.device
+        x = m.embed_tokens(input_ids.to(device))
+        if self.compute_dtype is not None:
+            x = x.to(self.compute_dtype)
+        pos = text_positions(input_ids.shape[1], device=device)
+        for layer in m.layers:
+            x, _ = layer(x, pos, causal=True)
+        return self.language_model.lm_head(m.norm(x[:, -1])).float()[0]
+
+    @torch.no_grad()
+    def greedy(self, input_ids: Tensor, stop_id: int, end_id: int, max_new_tokens: int = 1024) -> tuple[list[int], str]:
+        """Greedy decoding with a KV cache, as the official think generation (spec 4.5).
+
+        ``input_ids (1, L)``; each new token at text position ``(t_prev + 1, 0, 0)``.
+        Stops after ``stop_id`` (``</think>``: kept), at ``end_id``
+        (``<|im_end|>``: not kept) or after ``max_new_tokens``. Returns the new
+        ids and why it stopped: ``"stop"``, ``"end"`` or ``"length"``.
+        """
+        m = self.language_model.model
+        device = m.embed_tokens.weight.device
+
+        def embed(ids: Tensor) -> Tensor:
+            x = m.embed_tokens(ids.to(device))
+            return x.to(self.compute_dtype) if self.compute_dtype is not None else x
+
+        x = embed(input_ids)
+        length = input_ids.shape[1]
+        cache = []
+        for layer in m.layers:
+            x, kv = layer(x, text_positions(length, device=device), causal=True)
+            cache.append(kv)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(self.language_model.lm_head(m.norm(x[:, -1])).float()[0].argmax())
+            if token == end_id:
+                return out, "end"
+            out.append(token)
+            if token == stop_id:
+                return out, "stop"
+            x = embed(torch.tensor([[token]], device=device))
+            pos = text_positions(1, start=length, device=device)
+            for i, layer in enumerate(m.layers):
+                x, (k, v) = layer(x, pos, past_kv=cache[i], causal=False)  # one query: sees the whole cache and itself
+                cache[i] = (torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2))
+            length += 1
+        return out, "length"
+
+
 class GenerationTower(nn.Module):
     """Generation tower + ``fm_modules``: noisy image -> x0 prediction (spec 3.3 to 3.8).
 
