@@ -66,7 +66,7 @@ def sample(patcher, encoder, prompts: list[str], steps: int = 50, cfg: float = 4
     encoded = [U1PromptEncode.execute(encoder, p).result for p in prompts]
     negative = encoded[0][1]
     groups: dict[int, list[int]] = {}
-    for i, (pos, _) in enumerate(encoded):
+    for i, (pos, _, _) in enumerate(encoded):
         groups.setdefault(pos[0][0].shape[1], []).append(i)
     vae = comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
     out = torch.zeros(len(prompts), 64, 64, 3)

@@ -344,8 +344,11 @@ def ema_decay(step: int, target: float) -> float:
     return min(target, (1 + step) / (10 + step))
 
 
-def lr_at(step: int, lr: float, warmup: int) -> float:
-    return lr * min(1.0, (step + 1) / max(1, warmup))
+def lr_at(step: int, lr: float, warmup: int, start: int = 0, end: int = 0, final: float = 1.0) -> float:
+    """Linear warm-up over ``warmup`` steps from ``start``, then linear from ``lr`` to ``final`` x lr at step ``end`` (constant when end <= start)."""
+    ramp = min(1.0, (step - start + 1) / max(1, warmup))
+    decay = 1.0 if end <= start else 1.0 - (1.0 - final) * min(1.0, max(0, step - start) / (end - start))
+    return lr * ramp * decay
 
 
 def train(run: Run, loss_fn: Callable, args, on_save: Callable | None = None) -> None:
@@ -364,9 +367,11 @@ def train(run: Run, loss_fn: Callable, args, on_save: Callable | None = None) ->
     run.folder.mkdir(parents=True, exist_ok=True)
     try:
         with open(run.folder / Run.LOG, "a", encoding="utf-8") as logf:
-            while run.step < args.max_steps and time.monotonic() - started < 60 * args.minutes:
+            last = min(args.max_steps, getattr(args, "stop_at", None) or args.max_steps)
+            while run.step < last and time.monotonic() - started < 60 * args.minutes:
                 t0 = time.monotonic()
-                lr = lr_at(run.step, args.lr, args.warmup)
+                start = int(run.meta.get("init", {}).get("step", 0))
+                lr = lr_at(run.step, args.lr, args.warmup, start, args.max_steps if args.decay_to < 1 else 0, args.decay_to)
                 for group in run.optimizer.param_groups:
                     group["lr"] = lr
                 run.optimizer.zero_grad(set_to_none=True)
@@ -409,6 +414,16 @@ def new_run(folder: Path, args, state: dict | None = None) -> Run:
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay, eps=1e-8)
     ema = {k: v.detach().clone() for k, v in model.diffusion_model.named_parameters()}
     run = Run(folder, model, ema, optimizer, SceneStream(args.batch, args.seed, args.p_drop))
+    if state is not None and getattr(args, "init", None):
+        # continue the exported run's counters; its scenes were indices below about 1.1 x step x batch
+        from safetensors import safe_open
+
+        with safe_open(str(args.init), "pt") as f:
+            done = json.loads((f.metadata() or {}).get("flowlora_tinyworld", "{}"))
+        run.step, run.seconds = int(done.get("step", 0)), float(done.get("train_seconds", 0.0))
+        run.stream.next_index = args.start_index if args.start_index is not None else 2 * run.step * int(done.get("batch", args.batch))
+        run.meta = {"init": {"weights": str(args.init), "step": run.step, "first_scene": run.stream.next_index, "note": "optimizer state and EMA restarted here"}}
+        log.info("continuing %s from step %d, scenes from index %d", args.init, run.step, run.stream.next_index)
     if run.load():
         log.info("resumed %s at step %d (%.1f min trained)", folder, run.step, run.seconds / 60)
     return run
@@ -500,6 +515,8 @@ def arguments(argv=None, description: str = __doc__.split("\n\n")[0]):
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--decay-to", type=float, default=1.0, help="learning rate falls linearly to this share of --lr at --max-steps (1: constant)")
+    parser.add_argument("--stop-at", type=int, help="stop at this total step (before --max-steps, which still sets the lr decay): reproduces a run that its time budget stopped")
     parser.add_argument("--p-drop", type=float, default=0.1, help="share of captions dropped to the empty prompt (classifier-free guidance)")
     parser.add_argument("--shift", type=float, default=SHIFT)
     parser.add_argument("--sigma-mean", type=float, default=0.0)
@@ -507,7 +524,18 @@ def arguments(argv=None, description: str = __doc__.split("\n\n")[0]):
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than fp32 on most CPUs; measure)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--init", type=Path, help="start a new run (no state in --run yet) from these exported weights, with a fresh optimizer and data stream position --start-index; ignored when the run folder holds a state")
+    parser.add_argument("--start-index", type=int, default=None, help="with --init: first training scene index (default 2 x step x batch of the weights' metadata: past every scene they have seen)")
     return parser
+
+
+def init_state(args) -> dict | None:
+    """Weights of ``--init`` when the run folder holds no state yet (a continued run whose optimizer state was not kept), else None."""
+    if not getattr(args, "init", None) or (args.run / Run.STATE).is_file():
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(str(args.init))
 
 
 def setup(args) -> CaptionEncoder:
@@ -525,12 +553,13 @@ def setup(args) -> CaptionEncoder:
 def main(argv=None) -> None:
     args = arguments().parse_args(argv)
     encoder = setup(args)
-    run = new_run(args.run, args)
-    run.meta = {"kind": "base", "args": {k: str(v) for k, v in vars(args).items()}}
+    run = new_run(args.run, args, init_state(args))
+    run.meta = {"kind": "base", "args": {k: str(v) for k, v in vars(args).items()}, **run.meta}
     train(run, lambda r, step: flow_loss(r, step, encoder, args), args)
     log.info("stopped at step %d (%.1f min trained)", run.step, run.seconds / 60)
     if not args.no_export:
-        export(run, args.out, {"kind": "base", "seed": args.seed, "batch": args.batch, "objective": "flow matching, v-MSE, sigma = shift3(logit-normal(0, 1)), 10% empty prompt"})
+        export(run, args.out, {"kind": "base", "seed": args.seed, "batch": args.batch, "objective": "flow matching, v-MSE, sigma = shift3(logit-normal(0, 1)), 10% empty prompt",
+                               **({"continued": {**run.meta["init"], "lr": args.lr, "decay_to": args.decay_to, "decay_end": args.max_steps}} if "init" in run.meta else {})})
         plot_loss(args.run / Run.LOG, args.out.with_name(args.out.stem + "_loss.png"), "tiny Z-Image base")
         log.info("exported %s (%.1f MB)", args.out, os.path.getsize(args.out) / 1e6)
 
