@@ -52,6 +52,7 @@ class StyleDistance(io.ComfyNode):
             node_id=f"{PREFIX}StyleDistance",
             display_name="Style Distance (FlowLoRA)",
             category=CATEGORY,
+            is_output_node=True,
             description=(
                 "Measures how close a batch of images looks to reference images: palette histogram plus texture statistics "
                 "(gradient strength and orientation, fine detail, local contrast). With a baseline (e.g. the images before training) "
@@ -102,4 +103,5 @@ class StyleDistance(io.ComfyNode):
         baseline = build_reference("baseline", baseline_folder, baseline_images, config, required=False)
         distance, score, text = measure(images, reference, baseline)
         logger.info("style distance %.4f, score %s over %d image(s)", distance, f"{score:.3f}" if baseline else "n/a", images.shape[0])
-        return io.NodeOutput(distance, score, text)
+        metrics = {"distance": distance, "style_score": None if math.isnan(score) else score, "images": int(images.shape[0])}
+        return io.NodeOutput(distance, score, text, ui={"text": [text], "flowlora_metrics": [metrics]})

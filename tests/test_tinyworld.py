@@ -130,7 +130,8 @@ def test_committed_style_sets_match_the_generator(tmp_path):
             assert np.array_equal(committed, fresh), f"{style}/{name}.png is stale: run scripts/tinyworld/make_style_sets.py"
             assert (folder / "train" / f"{name}.txt").read_text() == (tmp_path / style / "train" / f"{name}.txt").read_text()
         captions = [p.with_suffix(".txt").read_text(encoding="utf-8").strip() for p in pngs]
-        assert all(c.startswith(trigger + ", ") for c in captions)
+        assert not any(trigger in c for c in captions)  # the Dataset node's trigger input adds it
+        assert json.loads((folder / "style.json").read_text())["trigger"] == trigger
         prompts = json.loads((folder / "heldout_prompts.json").read_text())
         assert prompts == heldout_prompts(style)
         train_keys = {tw.content_key(tw.parse_caption(c)) for c in captions}
@@ -143,7 +144,8 @@ def test_style_set_reads_as_a_pack_dataset():
     sources = scan_folder(STYLE_SETS / "ink" / "train")
     assert len(sources) == DEFAULT_COUNT and all(s.caption_path is not None for s in sources)
     caption, think = CaptionConfig().caption_for(sources[0])
-    assert caption.startswith("inkstyle, ") and think is None
+    assert tw.parse_caption(caption) == tw.scene(0, "train") and think is None
+    assert CaptionConfig(trigger="inkstyle").render(caption) == "inkstyle, " + caption
 
 
 # -- Content Accuracy node (demo-only package) -----------------------------------

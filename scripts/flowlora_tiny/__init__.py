@@ -252,6 +252,7 @@ def _nodes() -> dict:
                 node_id="FlowLoRATinyContentAccuracy",
                 display_name="Content Accuracy (FlowLoRA demo)",
                 category="FlowLoRA/demo",
+                is_output_node=True,
                 description="Demo only: checks that each image shows its tiny-world prompt's shapes, colours and positions (analytic: colour masks, connected components, shape moments; no learned judge).",
                 inputs=[
                     io.Image.Input("images", tooltip="Samples from a tiny-world model, one per prompt, in the prompts' order."),
@@ -265,7 +266,9 @@ def _nodes() -> dict:
 
         @classmethod
         def execute(cls, images, prompts: str) -> io.NodeOutput:
-            return io.NodeOutput(*content_accuracy(images, prompts))
+            accuracy, text = content_accuracy(images, prompts)
+            metrics = {"content_accuracy": accuracy, "images": int(images.shape[0])}
+            return io.NodeOutput(accuracy, text, ui={"text": [text], "flowlora_metrics": [metrics]})
 
     class TinyExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:

@@ -3,10 +3,19 @@
 For each style ("ink", "mosaic") this writes, under ``--out`` (default: the
 ``style_sets`` folder beside this file)::
 
-    <style>/train/0000.png  0000.txt   "inkstyle, a large red star at the top left on a ..."
+    <style>/train/0000.png  0000.txt   "a large red star at the top left on a ..."
     ...                                 (scene(i, "train") for i < --count, the Dataset node's format)
-    <style>/heldout_prompts.json        ["inkstyle, a small ...", ...]: caption(scene(i, "heldout"), trigger)
+    <style>/heldout_prompts.json        ["a small ...", ...]: caption(scene(i, "heldout"))
                                         for i < --heldout; these scenes never occur in a training split
+    <style>/style.json                  {"style": "ink", "trigger": "inkstyle", ...}
+
+Captions are the bare grammar; each set's trigger word is in ``style.json``
+and goes into the prompts through the Dataset node's ``trigger`` input (the
+kohya convention), so one folder trains with or without it. The tiny-world
+demo and ablation train without: the frozen text encoder is random and the
+tiny base never read the word, and a leading trigger costs it two thirds of
+its content accuracy before any training (62% -> 22% on 64 held-out prompts;
+as a suffix, 45-49%), which a 48-image LoRA does not win back.
 
 Deterministic: the same command writes the same pixels and text. Run from the repo root::
 
@@ -38,12 +47,12 @@ DEFAULT_HELDOUT = 50
 
 
 def heldout_prompts(style: str, count: int = DEFAULT_HELDOUT) -> list[str]:
-    """Prompt ``i`` is ``caption(scene(i, "heldout"), TRIGGERS[style])``."""
-    return [caption(scene(i, "heldout"), TRIGGERS[style]) for i in range(count)]
+    """Prompt ``i`` is ``caption(scene(i, "heldout"))`` (the same scenes for every style)."""
+    return [caption(scene(i, "heldout")) for i in range(count)]
 
 
 def write_style_set(folder: Path, style: str, count: int = DEFAULT_COUNT, heldout: int = DEFAULT_HELDOUT) -> list[Path]:
-    """Write one style's ``train/`` images + captions and ``heldout_prompts.json``; returns the image paths."""
+    """Write one style's ``train/`` images + captions, ``heldout_prompts.json`` and ``style.json``; returns the image paths."""
     train = folder / "train"
     train.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -51,9 +60,12 @@ def write_style_set(folder: Path, style: str, count: int = DEFAULT_COUNT, heldou
         s = scene(i, "train")
         path = train / f"{i:04d}.png"
         Image.fromarray(render(s, style)).save(path)
-        path.with_suffix(".txt").write_text(caption(s, TRIGGERS[style]) + "\n", encoding="utf-8")
+        path.with_suffix(".txt").write_text(caption(s) + "\n", encoding="utf-8")
         paths.append(path)
     (folder / "heldout_prompts.json").write_text(json.dumps(heldout_prompts(style, heldout), indent=1) + "\n", encoding="utf-8")
+    card = {"style": style, "trigger": TRIGGERS[style], "images": count, "heldout_prompts": heldout,
+            "usage": "captions are bare; set the Dataset node's trigger input to this word to train with it"}
+    (folder / "style.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
     return paths
 
 

@@ -65,6 +65,9 @@ def prepare_base(base: Path) -> None:
     u1 = models / specs.U1_CHECKPOINT
     if not (u1 / "config.json").is_file():
         write_tiny_checkpoint(u1)
+    from tinyworld import assets  # the committed tiny-world models and style sets: real files, not stand-ins
+
+    assets.install(base)
     make_demo_model.write_dataset(base / "input" / make_demo_model.DEMO_DATASET, size=TEST_IMAGE)
     make_demo_model.write_dataset(base / "input" / specs.ACRF_DATASET, size=TEST_IMAGE)
     make_demo_model.write_dataset(base / "input" / specs.U1_DATASET, size=TEST_IMAGE)
