@@ -9,6 +9,7 @@ from .lora import LORA_NODES
 from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
 from .plots import ImageGrid, TrainingPlots
+from .preview import TrainingPreview
 from .style import StyleDistance
 from .timesteps import TimestepSampler
 from .trainer import LoraTrainer
@@ -17,7 +18,7 @@ from .u1 import U1_NODES
 NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfigNode]
 NODES += U1_NODES
 NODES += LORA_NODES
-NODES += [DatasetNode, LoraTrainer]
+NODES += [DatasetNode, LoraTrainer, TrainingPreview]
 NODES += [TrainingPlots, ImageGrid, StyleDistance]
 
 

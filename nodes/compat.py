@@ -35,13 +35,16 @@ is True (its own trainer sets it around the loop). 0.3.75 has neither."""
 
 
 @contextlib.contextmanager
-def training_flag() -> Iterator[None]:
-    """Set ``model_management.in_training`` where the host has it; restore it afterwards."""
+def training_flag(value: bool = True) -> Iterator[None]:
+    """Set ``model_management.in_training`` to ``value`` where the host has it; restore it afterwards.
+
+    ``value=False`` inside a training run: sampling a preview as the stock KSampler does
+    (with the host's inference kernels)."""
     if not HAS_TRAINING_FLAG:
         yield
         return
     previous = comfy.model_management.in_training
-    comfy.model_management.in_training = True
+    comfy.model_management.in_training = value
     try:
         yield
     finally:

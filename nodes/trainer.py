@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -29,7 +30,8 @@ from ..trainer_core.lora.engine import LoraAdapters
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
 from .lora_patch import apply_lora, load_lora_file
-from .types import CATEGORY, PREFIX, Loss, Timesteps, check_inputs, validation_message
+from .preview import Previewer, PreviewSettings, placeholder
+from .types import CATEGORY, PREFIX, Loss, Preview, Timesteps, check_inputs, validation_message
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,13 @@ class LoraTrainer(io.ComfyNode):
                 io.Conditioning.Input("positive", optional=True, tooltip="Captions for 'latents': one conditioning for all, or one entry per latent."),
                 io.Conditioning.Input("empty_prompt", optional=True, tooltip="Conditioning of the empty prompt, for condition dropout (a dataset carries its own)."),
                 io.Model.Input("apply_to", optional=True, tooltip="Model the output MODEL applies the trained LoRA to (default: 'model'). Connect the base model here when 'model' carries a training-only adapter, e.g. a de-distillation LoRA for Z-Image Turbo."),
+                Preview.Input("preview", optional=True, tooltip="A Training Preview node: samples its prompts with ComfyUI's KSampler on the output MODEL with the LoRA as it stands, at the start, every N steps and at the end; shown on this node while it trains and saved in <output_name>/previews beside the LoRA. Training is the same with or without it."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="'apply_to' (or the input model) with the trained LoRA applied as an ordinary LoRA patch."),
                 io.String.Output(display_name="lora_path", tooltip="Path of the saved LoRA file."),
                 Log_.Output(display_name="log", tooltip="Training log, for the plot nodes."),
+                io.Image.Output(display_name="previews", tooltip="The previews of this run as one labelled grid: a row per prompt, a column per previewed step (a note when no Training Preview is connected)."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -113,8 +117,10 @@ class LoraTrainer(io.ComfyNode):
         return dropout if dropout is not True else validation_message(output_path, output_name, resume, overwrite)
 
     @classmethod
-    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None) -> io.NodeOutput:
+    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None, preview=None) -> io.NodeOutput:
         training.require_flow_model(model)
+        if preview is not None:
+            preview.check(apply_to if apply_to is not None else model)
         if dataset is None:
             if latents is None or positive is None:
                 raise ConfigError("dataset", None, "connect a FlowLoRA Dataset, or both latents and positive")
@@ -123,9 +129,10 @@ class LoraTrainer(io.ComfyNode):
         lora_path = output_path(output_name, resume, overwrite)  # again: another prompt may have written it since validation
         stem = lora_path[: -len(".safetensors")]
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
-        result, adapters_summary = run_training(
+        result, adapters_summary, grid = run_training(
             model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed,
             ConditionDropout(p_text, p_both), training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id,
+            preview=preview, apply_to=apply_to,
         )
         if result.stopped:
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -134,7 +141,7 @@ class LoraTrainer(io.ComfyNode):
         if unloaded:
             raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")
         run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})
-        return io.NodeOutput(trained, lora_path, run_log)
+        return io.NodeOutput(trained, lora_path, run_log, grid)
 
 
 def output_path(output_name: str, resume: bool, overwrite: bool) -> str:
@@ -153,8 +160,14 @@ def output_path(output_name: str, resume: bool, overwrite: bool) -> str:
     return lora_path
 
 
-def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, dropout, training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id):
-    """Load the model through ComfyUI's model management, attach adapters, run the loop."""
+def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, dropout, training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id,
+                 preview: PreviewSettings | None = None, apply_to=None):
+    """Load the model through ComfyUI's model management, attach adapters, run the loop.
+
+    Returns ``(TrainResult, adapters summary, previews grid IMAGE)``; with ``preview``, a
+    :class:`Previewer` renders on the output model (``apply_to`` or ``model``) at the start,
+    on its schedule and at the end.
+    """
     patcher = model.clone()
     with training.training_mode():
         comfy.model_management.load_models_gpu([patcher], force_full_load=True)
@@ -198,7 +211,16 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             files.save_safetensors(lora_path, lora_state_dict(adapters), metadata)
             return lora_path
 
+        attached = _Attached(adapters, patcher, gradient_checkpointing)
+
         progress = comfy.utils.ProgressBar(total)
+        previewer = None
+        if preview is not None:
+            previewer = Previewer(
+                preview, apply_to if apply_to is not None else model, lambda: lora_state_dict(adapters), previews_folder(stem),
+                os.path.basename(stem), total, attached.lifted,
+                lambda step, image: progress.update_absolute(step, total, ("PNG", image, _preview_size())),
+            )
 
         def on_save(report: SaveReport) -> None:
             """Say where a save went (log and the node's progress text); a cancel's save says how to go on."""
@@ -218,6 +240,8 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             _progress_text(text, node_id)
             if record["step"] % 10 == 0 or record["step"] == total:
                 log.info("FlowLoRA %s", text)
+            if previewer is not None:
+                previewer.after_update(record["step"])
 
         task = TrainTask(
             denoiser=_network_x0(training.ComfyDenoiser(patcher, device), patcher),
@@ -233,15 +257,67 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             device=device,
             uncond=uncond,
             noise_fn=training.noise_fn(patcher),
+            on_start=previewer.at_start if previewer is not None else (lambda step: None),
             on_update=on_update,
             should_stop=comfy.model_management.processing_interrupted,
             on_save=on_save,
             resume=resume,
             settings=settings,
         )
-        with adapters.attached(diffusion_model), checkpointed(diffusion_model, gradient_checkpointing):
+        with attached:
             result = train(task)
-    return result, adapters.plan.summary()
+    grid = previewer.grid() if previewer is not None else placeholder("Connect a Training Preview (FlowLoRA) node to the trainer's preview input for previews while it trains.")
+    return result, adapters.plan.summary(), grid
+
+
+def previews_folder(stem: str) -> str:
+    """Previews of ``<models/loras>/<output_name>.safetensors`` go to ``<models/loras>/<output_name>/previews/``."""
+    return os.path.join(stem, "previews")
+
+
+class _Attached:
+    """The adapters' hooks and gradient checkpointing on the training patcher's model, for a ``with`` block.
+
+    :meth:`lifted` takes both off for a moment, so that ComfyUI can load and
+    patch the shared model for a preview (:mod:`.preview`), then reloads the
+    training patcher (its own patches back, the preview's gone) and attaches
+    both again. The adapters' tensors and the optimizer are untouched by it.
+    """
+
+    def __init__(self, adapters: LoraAdapters, patcher, gradient_checkpointing: bool):
+        self.adapters = adapters
+        self.patcher = patcher
+        self.gradient_checkpointing = gradient_checkpointing
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> _Attached:
+        module = self.patcher.model.diffusion_model
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.adapters.attached(module))
+            stack.enter_context(checkpointed(module, self.gradient_checkpointing))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        stack, self._stack = self._stack, None
+        return bool(stack.__exit__(*exc)) if stack is not None else False
+
+    @contextlib.contextmanager
+    def lifted(self):
+        self.__exit__(None, None, None)
+        try:
+            yield
+        finally:
+            comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
+            training.own_tensors(self.patcher.model.diffusion_model)
+            self.__enter__()
+
+
+def _preview_size() -> int:
+    """Largest side of previews sent to the frontend: ComfyUI's ``--preview-size`` (512 by default)."""
+    from comfy.cli_args import args
+
+    return int(getattr(args, "preview_size", 512) or 512)
 
 
 def _network_x0(denoiser, patcher):

@@ -14,6 +14,9 @@ Timesteps = io.Custom("FLOWLORA_TIMESTEPS")
 Loss = io.Custom("FLOWLORA_LOSS")
 """A :class:`trainer_core.losses.LossConfig`."""
 
+Preview = io.Custom("FLOWLORA_PREVIEW")
+"""A :class:`nodes.preview.PreviewSettings` (prompts, VAE and :class:`trainer_core.previews.PreviewConfig`)."""
+
 PREFIX = "FlowLoRA"
 """Node-id prefix; never change it, saved workflows refer to node ids."""
 

@@ -71,7 +71,7 @@ def test_huge_lr_saves_the_last_good_weights_not_the_diverged_ones(env):
     assert info["step"] == k and info["reason"] == "non-finite" and not checkpoint.non_finite_tensors(state)
 
     # the kept LoRA is exactly the LoRA of a straight k-step run with the same settings
-    _, straight, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=k, optimizer=huge, output_name="guard/huge_k")).result
+    _, straight, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=k, optimizer=huge, output_name="guard/huge_k")).result
     reference = load_file(straight)
     assert kept.keys() == reference.keys()
     assert max(float((kept[n] - reference[n]).abs().max()) for n in kept) <= 1e-6
@@ -198,7 +198,7 @@ def test_resume_on_a_smaller_dataset_replans_instead_of_index_error(env, caplog)
     kw = settings(steps=2, batch_size=1, output_name="guard/shrink")
     Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **kw)
     small = {"samples": latents["samples"][:2]}
-    _, path, run_log = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=small, positive=positive, **{**kw, "steps": 5, "resume": True}).result
+    _, path, run_log, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=small, positive=positive, **{**kw, "steps": 5, "resume": True}).result
     assert lora_step(path) == 5 and [r["step"] for r in run_log.records()] == [1, 2, 3, 4, 5]
     assert {s for r in run_log.records()[2:] for s in r["sources"]} <= {"latent[0]", "latent[1]"}
     assert "the dataset has 2 samples, the saved state planned epoch 1 for 6" in caplog.text
@@ -254,7 +254,7 @@ def test_an_existing_lora_is_refused_unless_resume_or_overwrite(env):
     with pytest.raises(ValueError, match="already exists"):
         Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **{**kw, "seed": 1})
     assert all(torch.equal(first[k], v) for k, v in load_file(taken).items())
-    _, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **{**kw, "seed": 1, "overwrite": True}).result
+    _, _, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **{**kw, "seed": 1, "overwrite": True}).result
     assert any(not torch.equal(first[k], v) for k, v in load_file(taken).items())
 
 

@@ -76,7 +76,7 @@ def test_training_lowers_the_loss_and_leaves_the_base_alone(env):
     from flowlora.trainer_core.lora.config import LoraConfig
 
     kw = settings(optimizer=optim.OptimizerConfig("adamw", 1e-2), lora=LoraConfig(preset="zimage_attn_ffn", rank=4, alpha=4))
-    trained, path, run_log = Trainer.execute(model=model, latents=latents, positive=positive, **kw).result
+    trained, path, run_log, _ = Trainer.execute(model=model, latents=latents, positive=positive, **kw).result
 
     # x0-MSE on the training latents at fixed sigmas and noise: 0.367 -> 0.305 when this was written
     assert eval_loss(tiny_models, trained, latents, positive) < 0.9 * eval_loss(tiny_models, model, latents, positive)
@@ -103,7 +103,7 @@ def test_saved_file_through_stock_loader_equals_the_trainer_output(env):
 
     tiny_models, Trainer, _ = env
     latents, positive = data(1)
-    trained, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=5, output_name="runs/b")).result
+    trained, _, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=5, output_name="runs/b")).result
     fresh = tiny_models.tiny_zimage(0)
     (loaded,) = nodes.LoraLoaderModelOnly().load_lora_model_only(fresh, "runs/b.safetensors", 1.0)
     diff = (out(tiny_models, loaded) - out(tiny_models, trained)).abs().max()
@@ -132,7 +132,7 @@ def test_trains_on_top_of_an_upstream_lora(env):
 
     latents, positive = data(2)
     kw = settings(steps=1, output_name="runs/c")
-    _, _, run_log = Trainer.execute(model=with_upstream, latents=latents, positive=positive, **kw).result
+    _, _, run_log, _ = Trainer.execute(model=with_upstream, latents=latents, positive=positive, **kw).result
     assert torch.equal(out(tiny_models, with_upstream), upstream_out), "incoming MODEL changed"
 
     # Replay the first micro-batch from the seed and score it with the upstream-patched model:
@@ -154,7 +154,7 @@ def test_trains_on_top_of_an_upstream_lora(env):
         mse_base = float((loaded_denoise(tiny_models, base, x, context, sigma) - batch.latents).square().mean())
     logged = run_log.records()[0]
     # apply_to: the trained LoRA on the base alone (the upstream adapter is training-only)
-    on_base, _, _ = Trainer.execute(model=with_upstream, latents=latents, positive=positive, apply_to=base, **settings(steps=1, output_name="runs/c2")).result
+    on_base, _, _, _ = Trainer.execute(model=with_upstream, latents=latents, positive=positive, apply_to=base, **settings(steps=1, output_name="runs/c2")).result
     import nodes
 
     (stock,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, "runs/c2.safetensors", 1.0)
@@ -168,9 +168,9 @@ def test_trains_on_top_of_an_upstream_lora(env):
 def test_resume_equals_straight_run(env):
     tiny_models, Trainer, _ = env
     latents, positive = data(3)
-    _, p1, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/straight")).result
+    _, p1, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/straight")).result
     Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=3, output_name="runs/resumed"))
-    _, p2, log2 = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/resumed", resume=True)).result
+    _, p2, log2, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=6, output_name="runs/resumed", resume=True)).result
     from safetensors.torch import load_file
 
     a, b = load_file(p1), load_file(p2)
@@ -190,7 +190,7 @@ def test_cancel_saves_and_resume_finishes_the_same_run(env):
 
     tiny_models, Trainer, loras = env
     latents, positive = data(4)
-    _, p_straight, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=5, output_name="runs/s5", optimizer=settings()["optimizer"].__class__("adamw", 2e-3, schedule="cosine"))).result
+    _, p_straight, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=5, output_name="runs/s5", optimizer=settings()["optimizer"].__class__("adamw", 2e-3, schedule="cosine"))).result
 
     model = tiny_models.tiny_zimage(0)
     calls = {"n": 0}
@@ -212,7 +212,7 @@ def test_cancel_saves_and_resume_finishes_the_same_run(env):
     with safe_open(str(path), "pt") as f:
         assert f.metadata()["flowlora.step"] == "2"
     assert (loras / "runs" / "c5.flowlora-state").exists()
-    _, p_resumed, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **{**kw, "resume": True}).result
+    _, p_resumed, _, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **{**kw, "resume": True}).result
     from safetensors.torch import load_file
 
     a, b = load_file(p_straight), load_file(p_resumed)
@@ -238,8 +238,8 @@ def test_gradient_checkpointing_gives_the_same_lora_and_restores_the_blocks(env)
     tiny_models, Trainer, _ = env
     latents, positive = data(6)
     model = tiny_models.tiny_zimage(0)
-    _, plain, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=3, output_name="runs/plain")).result
-    _, ckpt, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=3, output_name="runs/ckpt", gradient_checkpointing=True)).result
+    _, plain, _, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=3, output_name="runs/plain")).result
+    _, ckpt, _, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=3, output_name="runs/ckpt", gradient_checkpointing=True)).result
     a, b = load_file(plain), load_file(ckpt)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
     assert all("forward" not in block.__dict__ for block in model.model.diffusion_model.layers)
@@ -256,7 +256,7 @@ def test_bf16_autocast_trains_and_saves_fp32_factors(env):
 
     tiny_models, Trainer, _ = env
     latents, positive = data(7)
-    _, path, run_log = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=3, output_name="runs/bf16", training_dtype="bf16")).result
+    _, path, run_log, _ = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=positive, **settings(steps=3, output_name="runs/bf16", training_dtype="bf16")).result
     lora = load_file(path)
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in lora.values())
     assert any(k.endswith("lora_B.weight") and t.abs().max() > 0 for k, t in lora.items())  # B moved off zero
@@ -270,7 +270,7 @@ def test_trains_a_model_loaded_under_inference_mode(env):
         model = tiny_models.tiny_zimage(0)
         latents, positive = data(8)
     assert next(model.model.diffusion_model.parameters()).is_inference()
-    _, _, run_log = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=2, output_name="runs/inference")).result
+    _, _, run_log, _ = Trainer.execute(model=model, latents=latents, positive=positive, **settings(steps=2, output_name="runs/inference")).result
     assert [r["step"] for r in run_log.records()] == [1, 2]
 
 

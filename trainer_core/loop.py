@@ -25,8 +25,8 @@ Nothing lost (what is saved when a run ends early):
 - **Stop / cancel.** Between two update boundaries the trainable tensors,
   optimizer and schedule are untouched, and the random streams and data
   position of the last boundary are kept (``window_start``). So whatever is
-  raised while the micro-batches run or inside the host's ``on_update`` /
-  ``should_stop`` callbacks (ComfyUI's cancel raises its interrupt exception
+  raised while the micro-batches run or inside the host's ``on_start`` /
+  ``on_update`` / ``should_stop`` callbacks (ComfyUI's cancel raises its interrupt exception
   from every ComfyUI layer's forward and from the progress-bar hook), the loop
   saves the last completed step with reason ``"stopped"`` and re-raises the
   exception unchanged, so the host still sees its own cancel. The loop need
@@ -167,6 +167,9 @@ class TrainTask:
     """``(x0, eps, sigma) -> (x_sigma, effective eps)``, so that
     ``x_sigma = (1 - sigma) * x0 + sigma * eps_eff`` (a model may scale its noise, as U1 does)."""
     seq_len_fn: Callable[[torch.Size], int] = lambda shape: (shape[-2] // 2) * (shape[-1] // 2)
+    on_start: Callable[[int], None] = lambda step: None
+    """Called once before the first update of this call with the step it starts at (0, or the
+    step it resumed at), e.g. for a preview of the starting weights; may raise (nothing is saved then)."""
     on_update: Callable[[dict], None] = lambda record: None
     """Called after every update with the step's last log record; may raise to cancel
     (the last completed step is saved first, see the module docstring)."""
@@ -372,6 +375,8 @@ class _Run:
         elif os.path.exists(task.state_path):
             os.remove(task.state_path)  # a fresh run replaces an older one: a later resume must not continue that
             log.info("removed the older resumable state %s (new run without resume)", task.state_path)
+        with self.saving_on_stop():
+            task.on_start(self.step)
         last: dict = {}
         os.makedirs(os.path.dirname(os.path.abspath(task.log_path)), exist_ok=True)
         if self.step > 0 and os.path.exists(task.log_path):
