@@ -14,6 +14,11 @@ import logging
 MIN_COMFYUI = "0.3.75"
 """The first ComfyUI with Z-Image and the V3 node API this pack is written against."""
 
+WEB_DIRECTORY = "./web"
+"""Served by ComfyUI at ``/extensions/<this folder's name>/`` (its loader reads it for V3
+extensions too). ``web/docs/<node id>.md`` and ``web/docs/<node id>/zh.md`` are the node
+help pages the frontend fetches; the folder holds no JavaScript."""
+
 
 def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
