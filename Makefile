@@ -1,14 +1,16 @@
 # Two commands do all set-up on a fresh machine:
 #   make test       provision ComfyUI 0.3.75 + .venv (first run ~2 min), then run the suite on it
-#   make demo       provision, then run workflows/demo_tiny.json through a real ComfyUI
-#                   on a tiny generated model; results in output/demo/ (~1 min after set-up)
+#   make demo       provision, then run workflows/demo_tinyworld.json through a real ComfyUI:
+#                   a mosaic-style LoRA on the tiny-world Turbo, measured; results in output/demo/
+#                   (under a minute after set-up)
 # More:
 #   make test-0.33  the same suite on ComfyUI 0.33 (.comfyui/ComfyUI-0.33, .venv-0.33)
 #   make test-all   both hosts, one after the other (what CI runs)
+#   make demo-u1    the same on the tiny-world SenseNova-U1 (workflows/demo_tinyworld_u1.json; output/demo-u1/)
 #   make host       provision only (idempotent; seconds when nothing changed); host-0.33 likewise
 PY := .venv/bin/python
 
-.PHONY: host host-0.33 test test-0.33 test-all lint demo
+.PHONY: host host-0.33 test test-0.33 test-all lint demo demo-u1
 host:
 	@scripts/host.sh 0.3.75 >/dev/null
 
@@ -31,3 +33,6 @@ lint: host
 
 demo: host
 	$(PY) scripts/demo.py
+
+demo-u1: host
+	$(PY) scripts/demo.py --workflow demo_tinyworld_u1 --out output/demo-u1

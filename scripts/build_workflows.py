@@ -300,10 +300,14 @@ def acrf_recipe(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     return nodes
 
 
-def zimage_samples(wf: Workflow, model: Out, clip: Out, vae: Out, prompts: tuple[str, ...], x: float, y: float, label: str, size: int, seed: int) -> tuple[Out, list[Node]]:
-    """ModelSamplingAuraFlow(3) -> one KSampler (8 steps, cfg 1, euler/simple) per prompt -> a batch of images."""
+def zimage_samples(wf: Workflow, model: Out, clip: Out, vae: Out, prompts: tuple[str, ...], x: float, y: float, label: str, size: int, seed: int,
+                   latent_type: str = "EmptySD3LatentImage") -> tuple[Out, list[Node]]:
+    """ModelSamplingAuraFlow(3) -> one KSampler (8 steps, cfg 1, euler/simple) per prompt -> a batch of images.
+
+    ``latent_type``: EmptySD3LatentImage (Z-Image's 16-channel latents) or EmptyChromaRadianceLatentImage (pixel space).
+    """
     shifted = wf.add("ModelSamplingAuraFlow", (x, y), node_title=f"{label}: shift 3", model=model, shift=3.0)
-    latent = wf.add("EmptySD3LatentImage", (x, y + 120), width=size, height=size, batch_size=1)
+    latent = wf.add(latent_type, (x, y + 120), width=size, height=size, batch_size=1)
     members = [shifted, latent]
     images: Out | None = None
     for i, text in enumerate(prompts):
@@ -322,14 +326,16 @@ def zimage_samples(wf: Workflow, model: Out, clip: Out, vae: Out, prompts: tuple
     return images, members
 
 
-def before_after(wf: Workflow, base: Out, trained: Out, clip: Out, vae: Out, prompts: tuple[str, ...], size: int, column_labels: str, title: str, cell: int, prefix: str, group: str) -> None:
-    """Z-Image samples of ``prompts`` from the base and the trained model, side by side in a labelled grid."""
-    before, b_nodes = zimage_samples(wf, base, clip, vae, prompts, 2400, 0, "before", size, 7)
-    after, a_nodes = zimage_samples(wf, trained, clip, vae, prompts, 2400, 760, "after", size, 7)
+def before_after(wf: Workflow, base: Out, trained: Out, clip: Out, vae: Out, prompts: tuple[str, ...], size: int, column_labels: str, title: str, cell: int, prefix: str, group: str,
+                 latent_type: str = "EmptySD3LatentImage") -> tuple[Out, Out]:
+    """Z-Image samples of ``prompts`` from the base and the trained model, side by side in a labelled grid; returns both IMAGE batches."""
+    before, b_nodes = zimage_samples(wf, base, clip, vae, prompts, 2400, 0, "before", size, 7, latent_type)
+    after, a_nodes = zimage_samples(wf, trained, clip, vae, prompts, 2400, 330 * len(prompts) + 100, "after", size, 7, latent_type)
     grid = wf.add("FlowLoRAImageGrid", (3900, 0), images_1=before, images_2=after, column_labels=column_labels, row_labels="\n".join(prompts), title=title, cell_size=cell)
     side = 520 if cell > 256 else 420
     save = wf.add("SaveImage", (3900, 420), size=(side, side), images=grid["grid"], filename_prefix=f"{prefix}/before_after")
     wf.group(group, [*b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
+    return before, after
 
 
 def plots(wf: Workflow, logs: list[Out], labels: list[str], x: float, y: float, prefix: str) -> list[Node]:
@@ -692,11 +698,155 @@ def demo_tiny() -> Workflow:
     return wf
 
 
+# ---------------------------------------------------------------- tiny world: a style LoRA on the tiny Turbo
+
+TINYWORLD = REPO / "scripts" / "tinyworld"
+TINYWORLD_FILES = {"unet": "tinyworld_zimage_turbo.safetensors", "clip": "flowlora_demo_qwen3.safetensors"}
+"""Names ``scripts/tinyworld/assets.py`` installs the committed tiny-world models under."""
+TINYWORLD_STYLE = "mosaic"
+TINYWORLD_PROMPT_COUNT = 8
+TINYWORLD_STEPS = 600
+"""Optimizer updates of the Turbo demo LoRA (batch 4): about a minute on 2 CPU cores."""
+TINYWORLD_U1_STEPS = 300
+"""Steps of the U1 demo LoRA (batch 1, the report's)."""
+
+
+def tinyworld_prompts(style: str = TINYWORLD_STYLE, count: int = TINYWORLD_PROMPT_COUNT) -> tuple[str, ...]:
+    """The first held-out prompts of a style set (their scenes never occur in any training split)."""
+    return tuple(json.loads((TINYWORLD / "style_sets" / style / "heldout_prompts.json").read_text(encoding="utf-8"))[:count])
+
+
+TINYWORLD_NOTE = f"""
+## Tiny world: a mosaic-style LoRA on the tiny Z-Image Turbo
+
+`make demo` runs this graph. Everything in it is real and small: a **Z-Image Turbo
+pretrained here** on the tiny world (ComfyUI's own Z-Image classes, 4.3 M parameters,
+64 x 64 RGB pixel space; `scripts/tinyworld/models/zimage_turbo.md`), its frozen tiny
+Qwen3 text encoder, and the **mosaic style set** (48 captioned images: saturated tiles
+with grout lines). The LoRA is always on (no trigger word): the tiny text encoder is
+random and frozen, the base never read `mosaicstyle`, and a leading trigger costs it
+most of its content accuracy before any training. With a real text encoder, set the
+Dataset node's `trigger`.
+
+1. **Train** a rank-8 LoRA with the AC-RF recipe (anchor-coupled timesteps, Charbonnier +
+   cosine + FFT, Min-SNR), {TINYWORLD_STEPS} updates of batch 4.
+2. **Sample** {TINYWORLD_PROMPT_COUNT} held-out prompts (scenes that never occur in any
+   training set) with the Turbo's 8 steps, cfg 1, before and after, same seeds.
+3. **Measure** in the graph: *Style Distance* (palette and texture statistics against the
+   mosaic set; style score 0 = the base model's look, 1 = the mosaic set's) and *Content
+   Accuracy* (are the prompt's shapes, colours and positions still drawn?).
+
+Needs the demo-only package `scripts/flowlora_tiny` in `custom_nodes` (it registers the
+tiny pixel-space Z-Image with ComfyUI's model detection, loads the tiny text encoder and
+provides Content Accuracy); `make demo` sets everything up.
+"""
+
+
+def tinyworld_zimage() -> Workflow:
+    wf = Workflow("demo_tinyworld")
+    wf.note(TINYWORLD_NOTE, (-480, 0), (440, 620), title="Read me: tiny-world style LoRA")
+    unet = wf.add("UNETLoader", (0, 0), node_title="tiny Z-Image Turbo (tiny world)", unet_name=TINYWORLD_FILES["unet"], weight_dtype="default")
+    clip = wf.add("FlowLoRATinyTextEncoderLoader", (0, 160), clip_name=TINYWORLD_FILES["clip"], type="lumina2")
+    vae = wf.add("VAELoader", (0, 320), node_title="pixel_space (64 x 64 RGB)", vae_name="pixel_space")
+    wf.group("1. Tiny-world models", [unet, clip, vae], GROUP_COLOURS["models"])
+    folder = f"tinyworld_{TINYWORLD_STYLE}"
+    # no trigger: see the note (style.json beside the images names the set's word for other encoders)
+    dataset = wf.add("FlowLoRADataset", (420, 0), node_title=f"{TINYWORLD_STYLE} style set (input/{folder})", folder=folder, vae=vae["VAE"], clip=clip["CLIP"], trigger="",
+                     bucket_mode="auto", max_pixels=64 * 64, bucket_step=16, crop="center", seed=0)
+    wf.group("2. Dataset", [dataset], GROUP_COLOURS["data"])
+    recipe = acrf_recipe(wf, 840, 0)
+    recipe["lora"].values.update(rank=8, alpha=8.0)
+    recipe["lora"].title = "LoRA r8 / a8 on to_q, to_k, to_v, to_out"
+    recipe["optimizer"].values.update(optimizer="adamw", learning_rate=1e-3, grad_accumulation=1)
+    recipe["optimizer"].title = "AdamW 1e-3 (tiny model), cosine w/ restarts"
+    trainer = wf.add(
+        "FlowLoRALoraTrainer", (1980, 0), node_title=f"LoRA Trainer: {TINYWORLD_STEPS} updates",
+        model=unet["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
+        steps=TINYWORLD_STEPS, epochs=0, batch_size=4, seed=0, training_dtype="fp32", gradient_checkpointing=False, save_every=100, output_name=f"flowlora/tinyworld_{TINYWORLD_STYLE}", resume=False, overwrite=True,
+    )
+    wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
+    prompts = tinyworld_prompts()
+    before, after = before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 64, "before\nafter",
+                                 f"Tiny-world Turbo, {TINYWORLD_STYLE} LoRA: 8 steps, cfg 1, seed 7 (held-out prompts)", 128, f"flowlora/tinyworld_{TINYWORLD_STYLE}", "5. Before / after", "EmptyChromaRadianceLatentImage")
+    y = 330 * len(prompts) * 2 + 300
+    metrics = [
+        wf.add("FlowLoRAStyleDistance", (2400, y), node_title="style before (score 0 by definition)", images=before, reference_folder=folder, baseline_images=before),
+        wf.add("FlowLoRAStyleDistance", (2800, y), node_title="style after: score 0 = base look, 1 = style set", images=after, reference_folder=folder, baseline_images=before),
+        wf.add("FlowLoRATinyContentAccuracy", (3200, y), node_title="content before", images=before, prompts="\n".join(prompts)),
+        wf.add("FlowLoRATinyContentAccuracy", (3600, y), node_title="content after", images=after, prompts="\n".join(prompts)),
+    ]
+    wf.group("6. Metrics", metrics, GROUP_COLOURS["plots"])
+    plots(wf, [trainer["log"]], [f"{TINYWORLD_STYLE} LoRA"], 1980, 1500, f"flowlora/tinyworld_{TINYWORLD_STYLE}")
+    return wf
+
+
+TINYWORLD_U1_NOTE = f"""
+## Tiny world: a {TINYWORLD_STYLE}-style LoRA on the tiny SenseNova-U1
+
+`make demo-u1` runs this graph: the same study as `demo_tinyworld.json` on the **tiny
+SenseNova-U1 pretrained here** (the pack's own U1 classes with the official key names
+and sharded layout, 8-pixel tokens on 64 x 64 RGB; `scripts/tinyworld/models/u1/README.md`),
+with the U1 report's release recipe: x0 loss, uniform t, no condition dropout,
+AdamW betas (0.9, 0.95) without clipping (train_u1's), rank 8 plus fm_modules in full.
+{TINYWORLD_U1_STEPS} steps of batch 1, then {TINYWORLD_PROMPT_COUNT} held-out prompts
+sampled before and after (50 Euler steps, cfg 4, shift 3, same seeds) and measured by
+Style Distance and Content Accuracy.
+"""
+
+
+def tinyworld_u1() -> Workflow:
+    from tinyworld import assets
+
+    wf = Workflow("demo_tinyworld_u1")
+    wf.note(TINYWORLD_U1_NOTE, (-520, 0), (480, 520), title="Read me: tiny-world U1 style LoRA")
+    loader = wf.add("FlowLoRAU1Loader", (0, 0), node_title="tiny SenseNova-U1 (tiny world)", checkpoint=assets.U1_CHECKPOINT, shift=3.0, t_eps=0.02, weight_dtype="float32")
+    vae = wf.add("VAELoader", (0, 200), node_title="pixel_space VAE", vae_name="pixel_space")
+    wf.group("1. Tiny-world SenseNova-U1", [loader, vae], GROUP_COLOURS["models"])
+    folder = f"tinyworld_{TINYWORLD_STYLE}"
+    dataset = wf.add("FlowLoRADataset", (420, 0), node_title=f"{TINYWORLD_STYLE} style set (input/{folder})", folder=folder, vae=vae["VAE"], u1_text_encoder=loader["text_encoder"], trigger="",
+                     missing_caption="skip", bucket_mode="auto", max_pixels=64 * 64, bucket_step=16, crop="center", resize_filter="bicubic", seed=0)
+    lora = wf.add("FlowLoRALoraConfig", (420, 420), node_title="LoRA r8 / a8 + fm_modules in full", preset="u1_attn_mlp_no_head", rank=8, alpha=8.0, unfreeze=U1_UNFREEZE)
+    optimizer = wf.add("FlowLoRAOptimizerConfig", (420, 760), node_title="AdamW 1e-3 (tiny model), betas (0.9, 0.95), no clipping", optimizer="adamw", learning_rate=1e-3,
+                       beta1=0.9, beta2=0.95, schedule="constant", grad_accumulation=1, max_grad_norm=0.0)
+    wf.group("2. Dataset and shared settings", [dataset, lora, optimizer], GROUP_COLOURS["data"])
+    recipe = u1_recipe(wf, "baseline", 840, 0)
+    wf.group("3. The report's release recipe (baseline)", list(recipe.values()), GROUP_COLOURS["recipe"])
+    trainer = wf.add(
+        "FlowLoRALoraTrainer", (1260, 0), node_title=f"LoRA Trainer: {TINYWORLD_U1_STEPS} steps",
+        model=loader["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=lora["lora"], optimizer=optimizer["optimizer"],
+        steps=TINYWORLD_U1_STEPS, epochs=0, batch_size=1, seed=0, p_text=0.0, p_both=0.0, training_dtype="fp32", gradient_checkpointing=False, save_every=100,
+        output_name=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}", resume=False, overwrite=True,
+    )
+    wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
+    shared = {"loader": loader, "vae": vae}
+    prompts = tinyworld_prompts()
+    conds = [wf.add("FlowLoRAU1PromptEncode", (1660, i * 260), node_title=f"prompt {i + 1}", text_encoder=loader["text_encoder"], prompt=text, think="") for i, text in enumerate(prompts)]
+    latent = wf.add("EmptyChromaRadianceLatentImage", (1660, len(prompts) * 260), node_title="64 x 64 pixels", width=64, height=64, batch_size=1)
+    before, b_nodes = u1_samples(wf, loader["MODEL"], shared, conds, latent, 2040, 0, "before")
+    after, a_nodes = u1_samples(wf, trainer["model"], shared, conds, latent, 2040, 300 * len(prompts) + 100, "after")
+    grid = wf.add("FlowLoRAImageGrid", (2800, 0), images_1=before, images_2=after, column_labels="before\nafter", row_labels="\n".join(prompts),
+                  title=f"Tiny-world SenseNova-U1, {TINYWORLD_STYLE} LoRA: 50 steps, cfg 4, seed {U1_SEED} (held-out prompts)", cell_size=128)
+    save = wf.add("SaveImage", (2800, 420), size=(420, 420), images=grid["grid"], filename_prefix=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}/before_after")
+    wf.group("5. Before / after", [*conds, latent, *b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
+    y = 300 * len(prompts) * 2 + 300
+    metrics = [
+        wf.add("FlowLoRAStyleDistance", (2040, y), node_title="style before (score 0 by definition)", images=before, reference_folder=folder, baseline_images=before),
+        wf.add("FlowLoRAStyleDistance", (2440, y), node_title="style after: score 0 = base look, 1 = style set", images=after, reference_folder=folder, baseline_images=before),
+        wf.add("FlowLoRATinyContentAccuracy", (2840, y), node_title="content before", images=before, prompts="\n".join(prompts)),
+        wf.add("FlowLoRATinyContentAccuracy", (3240, y), node_title="content after", images=after, prompts="\n".join(prompts)),
+    ]
+    wf.group("6. Metrics", metrics, GROUP_COLOURS["plots"])
+    plots(wf, [trainer["log"]], [f"{TINYWORLD_STYLE} LoRA (U1)"], 1260, 1500, f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}")
+    return wf
+
+
 SPECS = {
     "acrf_zimage_turbo": acrf_zimage_turbo,
     **{f"u1_{name}": (lambda n=name: u1_run(n)) for name in U1_RUNS},
     "u1_ablation_all": u1_ablation_all,
     "demo_tiny": demo_tiny,
+    "demo_tinyworld": tinyworld_zimage,
+    "demo_tinyworld_u1": tinyworld_u1,
 }
 
 

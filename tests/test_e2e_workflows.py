@@ -15,10 +15,14 @@ with tiny stand-in model files under the names the workflow expects
   6 Euler steps (not 50), grid cells are 96 px; everything else (recipes, cfg,
   shift, seeds, epochs of the AC-RF and demo graphs) is as shipped.
 
+The tiny-world demo (``demo_tinyworld.json``) runs on the committed tiny-world
+models and style set themselves (``scripts/tinyworld/assets.py``), as shipped.
+
 The checks: the run succeeds; every trainer wrote its LoRA with FlowLoRA
 metadata and its log; every SaveImage wrote its images (plots, sample
-sheets); a run with a bad input ends in an execution error and the server
-serves the next prompt.
+sheets); the tiny-world demo's own metric nodes say its LoRA learned the style
+and kept the content; a run with a bad input ends in an execution error and
+the server serves the next prompt.
 """
 
 from __future__ import annotations
@@ -122,6 +126,9 @@ def test_workflow_runs(e2e, path):
         assert metadata["flowlora.step"] and metadata["flowlora.base_model"]
         assert stem.with_name(stem.name + ".log.jsonl").stat().st_size > 0
 
+    if path.stem == "demo_tinyworld":
+        check_tinyworld_demo(prompt, entry)
+
     saves = {i: n for i, n in prompt.items() if n["class_type"] == "SaveImage"}
     assert any("plots_sheet" in n["inputs"]["filename_prefix"] for n in saves.values())
     assert any("plots_" not in n["inputs"]["filename_prefix"] for n in saves.values())  # a sample sheet
@@ -130,6 +137,20 @@ def test_workflow_runs(e2e, path):
         assert images, f"{path.name}: SaveImage {node_id} ({node['inputs']['filename_prefix']}) wrote nothing"
         for image in images:
             assert (server.base / "output" / image["subfolder"] / image["filename"]).stat().st_size > 0
+
+
+def check_tinyworld_demo(prompt: dict, entry: dict) -> None:
+    """The tiny-world demo learns its style (issue 12): the graph's own Style Distance and Content Accuracy
+    nodes, on its held-out prompts, say the style moved at least 60% of the way to the style set and content
+    accuracy fell by at most 5 points."""
+    import demo
+
+    measured = demo.metrics(prompt, entry)
+    style = measured["style after: score 0 = base look, 1 = style set"]
+    before, after = measured["content before"]["content_accuracy"], measured["content after"]["content_accuracy"]
+    assert style["style_score"] >= 0.6, demo.summary(measured)
+    assert after >= before - 0.05, demo.summary(measured)
+    assert measured["style before (score 0 by definition)"]["distance"] > style["distance"], demo.summary(measured)
 
 
 def test_bad_input_is_an_execution_error_and_the_server_goes_on(e2e):
