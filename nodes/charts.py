@@ -1,20 +1,20 @@
-"""Small PIL charts returned to ComfyUI as IMAGE tensors ``(1, H, W, 3)`` in [0, 1]."""
+"""Labelled PIL image sheets returned to ComfyUI as IMAGE tensors ``(1, H, W, 3)`` in [0, 1].
+
+The image grid, text panels and tiling of charts into one sheet, plus the
+run colours that charts and sheets share. Charts themselves are drawn with
+matplotlib in ``figures.py``.
+"""
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..trainer_core import plots
-
 BACKGROUND = (255, 255, 255)
 INK = (30, 30, 30)
-BAR = (70, 110, 180)
-MARK = (200, 60, 40)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -29,99 +29,10 @@ def to_image_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
-def histogram(
-    values: np.ndarray,
-    *,
-    bins: int = 50,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    title: str = "",
-    xlabel: str = "",
-    notes: tuple[str, ...] = (),
-    marks: dict[str, float] | None = None,
-    size: tuple[int, int] = (768, 512),
-) -> torch.Tensor:
-    """A histogram of ``values`` with a title, notes under it and vertical marks.
-
-    ``marks`` maps a label (e.g. "mean") to an x position drawn as a red line.
-    """
-    width, height = size
-    notes = tuple(line for note in notes for line in textwrap.wrap(note, width=width // 9) or [""])
-    image = Image.new("RGB", size, BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    title_font, font = _font(22), _font(16)
-    left, right, top, bottom = 60, width - 20, 40 + 22 * len(notes) + 20, height - 50
-    top = min(top, bottom - 40)  # many note lines must not turn the plot area upside down
-
-    counts, edges = np.histogram(values, bins=bins, range=value_range)
-    peak = max(int(counts.max()), 1)
-    lo, hi = value_range
-
-    def x_of(v: float) -> float:
-        return left + (v - lo) / (hi - lo) * (right - left)
-
-    for count, e0, e1 in zip(counts, edges[:-1], edges[1:], strict=True):
-        y = bottom - count / peak * (bottom - top)
-        draw.rectangle([x_of(e0) + 1, y, x_of(e1) - 1, bottom], fill=BAR)
-    draw.line([left, bottom, right, bottom], fill=INK, width=2)
-    draw.line([left, top, left, bottom], fill=INK, width=2)
-    for i in range(6):
-        v = lo + (hi - lo) * i / 5
-        draw.line([x_of(v), bottom, x_of(v), bottom + 6], fill=INK)
-        draw.text((x_of(v), bottom + 8), f"{v:.1f}", fill=INK, font=font, anchor="mt")
-    draw.text((left - 8, top), str(peak), fill=INK, font=font, anchor="rt")
-    draw.text((left - 8, bottom), "0", fill=INK, font=font, anchor="rb")
-    for i, (label, v) in enumerate((marks or {}).items()):
-        draw.line([x_of(v), top, x_of(v), bottom], fill=MARK, width=2)
-        draw.text((x_of(v) + 4, top + 2 + 20 * i), label, fill=MARK, font=font)
-    draw.text((width // 2, bottom + 30), xlabel, fill=INK, font=font, anchor="mt")
-    draw.text((left, 10), title, fill=INK, font=title_font)
-    for i, note in enumerate(notes):
-        draw.text((left, 40 + 22 * i), note, fill=INK, font=font)
-    return to_image_tensor(image)
-
-
-def bar_chart(
-    labels: list[str],
-    counts: list[int],
-    *,
-    title: str = "",
-    notes: tuple[str, ...] = (),
-    size: tuple[int, int] = (768, 512),
-) -> torch.Tensor:
-    """Vertical bars, one per label, each with its count on top; labels under the axis.
-
-    With many bars the labels are thinned so they stay readable.
-    """
-    width, height = size
-    image = Image.new("RGB", size, BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    title_font, font = _font(22), _font(14)
-    left, right, top, bottom = 40, width - 20, 40 + 22 * len(notes) + 30, height - 60
-    peak = max([1, *counts])
-    n = max(len(counts), 1)
-    slot = (right - left) / n
-    every = max(1, int(np.ceil(n * 70 / (right - left))))
-    for i, (label, count) in enumerate(zip(labels, counts, strict=True)):
-        x0, x1 = left + i * slot + 2, left + (i + 1) * slot - 2
-        y = bottom - count / peak * (bottom - top)
-        draw.rectangle([x0, y, max(x0 + 1, x1), bottom], fill=BAR)
-        if i % every == 0:
-            draw.text(((x0 + x1) / 2, y - 2), str(count), fill=INK, font=font, anchor="mb")
-            draw.text(((x0 + x1) / 2, bottom + 8), label, fill=INK, font=font, anchor="mt")
-    draw.line([left, bottom, right, bottom], fill=INK, width=2)
-    draw.text((left, 10), title, fill=INK, font=title_font)
-    for i, note in enumerate(notes):
-        draw.text((left, 40 + 22 * i), note, fill=INK, font=font)
-    return to_image_tensor(image)
-
-
-# -- training plots and sample sheets (issue 6) ---------------------------------
+# -- sample sheets (issue 6) ---------------------------------------------------
 
 RUN_COLOURS = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233))
 """One colour per overlaid run (Okabe-Ito, readable for colour-blind users)."""
-
-FAINT = 0.3
-"""Raw curves are drawn in their run colour mixed this much into the background."""
 
 LETTERBOX = (225, 225, 225)
 """Fill around an image that does not have its grid cell's aspect ratio."""
@@ -130,11 +41,6 @@ LETTERBOX = (225, 225, 225)
 def run_colour(index: int) -> tuple[int, int, int]:
     """Colour of the ``index``-th run (0-based), repeating after six."""
     return RUN_COLOURS[index % len(RUN_COLOURS)]
-
-
-def faint(colour: tuple[int, int, int]) -> tuple[int, int, int]:
-    """``colour`` washed towards the background, for raw curves under the bold average."""
-    return tuple(round(FAINT * c + (1 - FAINT) * b) for c, b in zip(colour, BACKGROUND, strict=True))
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
@@ -170,230 +76,6 @@ def _clip_lines(draw: ImageDraw.ImageDraw, lines: list[str], font, width: float,
         last = last[:-1]
     kept[-1] = last + "…"
     return kept
-
-
-def _format_tick(value: float, step: float) -> str:
-    """Tick label with as many decimals as the tick spacing needs (scientific when tiny or huge)."""
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or abs(step) < 1e-3:
-        return f"{value:.3g}"
-    power = int(np.floor(np.log10(abs(step)) + 1e-9))
-    quarter = np.isclose(abs(step) / 10.0**power, 2.5)
-    return f"{value:.{max(0, -power + int(quarter))}f}"
-
-
-def _polyline(draw: ImageDraw.ImageDraw, points: np.ndarray, colour, width: int, dashed: bool = False) -> None:
-    """Draw ``(P, 2)`` pixel points, breaking the line at NaN rows; dashed draws 10 on, 6 off."""
-    finite = np.isfinite(points).all(axis=1)
-    breaks = np.flatnonzero(np.diff(finite.astype(np.int8)) != 0) + 1
-    for run in np.split(np.arange(len(points)), breaks):
-        if not len(run) or not finite[run[0]]:
-            continue
-        seg = points[run]
-        if len(seg) == 1:
-            x, y = seg[0]
-            draw.ellipse([x - width, y - width, x + width, y + width], fill=colour)
-        elif not dashed:
-            draw.line([tuple(p) for p in seg.tolist()], fill=colour, width=width, joint="curve" if width > 1 else None)
-        else:
-            _dashes(draw, seg, colour, width)
-
-
-def _dashes(draw: ImageDraw.ImageDraw, seg: np.ndarray, colour, width: int, on: float = 10.0, off: float = 6.0) -> None:
-    lengths = np.hypot(*np.diff(seg, axis=0).T)
-    arc = np.concatenate([[0.0], np.cumsum(lengths)])
-    start = 0.0
-    while start < arc[-1]:
-        stop = min(start + on, arc[-1])
-        inside = (arc > start) & (arc < stop)
-        xs = np.concatenate([[np.interp(start, arc, seg[:, 0])], seg[inside, 0], [np.interp(stop, arc, seg[:, 0])]])
-        ys = np.concatenate([[np.interp(start, arc, seg[:, 1])], seg[inside, 1], [np.interp(stop, arc, seg[:, 1])]])
-        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colour, width=width)
-        start = stop + off
-
-
-class _Frame:
-    """A chart page: title, notes, a plot box with ticked axes and a legend under it."""
-
-    def __init__(self, size, title, notes, legend, x_range, y_range, xlabel, ylabel, x_integer=False, log_y=False):
-        self.log_y = log_y  # y_range is then in log10 units
-        self.width, self.height = size
-        self.image = Image.new("RGB", size, BACKGROUND)
-        self.draw = ImageDraw.Draw(self.image)
-        self.title_font, self.font, self.small = _font(22), _font(16), _font(14)
-        notes = [line for note in notes for line in _wrap(self.draw, note, self.small, self.width - 40)]
-        self.legend_rows = self._legend_rows(legend)
-        self.x_lo, self.x_hi = x_range
-        self.y_lo, self.y_hi = y_range
-        self.x_ticks = plots.nice_ticks(self.x_lo, self.x_hi, 7)
-        self.y_ticks = plots.log_ticks(10**self.y_lo, 10**self.y_hi) if log_y else plots.nice_ticks(self.y_lo, self.y_hi, 6)
-        self.x_step = float(self.x_ticks[1] - self.x_ticks[0]) if len(self.x_ticks) > 1 else 1.0
-        self.y_step = float(self.y_ticks[1] - self.y_ticks[0]) if len(self.y_ticks) > 1 else 1.0
-        if x_integer:
-            self.x_step = max(self.x_step, 1.0)
-        y_labels = [f"{v:g}" if log_y else _format_tick(v, self.y_step) for v in self.y_ticks]
-        label_w = max([self.draw.textlength(s, font=self.small) for s in y_labels] + [10])
-        self.left = int(label_w) + 22
-        self.right = self.width - 24
-        self.top = 40 + 18 * len(notes) + 30
-        self.bottom = self.height - 58 - 24 * len(self.legend_rows)
-        self.draw.text((20, 10), title, fill=INK, font=self.title_font)
-        for i, note in enumerate(notes):
-            self.draw.text((20, 40 + 18 * i), note, fill=INK, font=self.small)
-        self.draw.text((self.left, self.top - 8), ylabel, fill=INK, font=self.small, anchor="lb")
-        self._axes(y_labels, xlabel, x_integer)
-
-    def _legend_rows(self, legend) -> list[list[tuple[str, tuple, bool]]]:
-        rows, row, used = [], [], 0.0
-        for label, colour, dashed in legend:
-            w = 34 + self.draw.textlength(label, font=self.font) + 22
-            if row and used + w > self.width - 40:
-                rows.append(row)
-                row, used = [], 0.0
-            row.append((label, colour, dashed))
-            used += w
-        return rows + ([row] if row else [])
-
-    def x_of(self, v):
-        return self.left + (np.asarray(v, dtype=np.float64) - self.x_lo) / (self.x_hi - self.x_lo) * (self.right - self.left)
-
-    def y_of(self, v):
-        v = np.asarray(v, dtype=np.float64)
-        if self.log_y:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                v = np.log10(np.where(v > 0, v, np.nan))
-            v = np.nan_to_num(v, nan=self.y_lo)  # zero or negative: on the bottom edge
-        v = np.clip(v, self.y_lo, self.y_hi)
-        return self.bottom - (v - self.y_lo) / (self.y_hi - self.y_lo) * (self.bottom - self.top)
-
-    def _axes(self, y_labels, xlabel, x_integer):
-        d, grid = self.draw, (232, 232, 232)
-        for v, s in zip(self.y_ticks, y_labels, strict=True):
-            y = float(self.y_of(v))
-            d.line([self.left, y, self.right, y], fill=grid)
-            d.line([self.left - 6, y, self.left, y], fill=INK)
-            d.text((self.left - 9, y), s, fill=INK, font=self.small, anchor="rm")
-        for v in self.x_ticks:
-            x = float(self.x_of(v))
-            d.line([x, self.bottom, x, self.bottom + 6], fill=INK)
-            label = f"{round(v)}" if x_integer else _format_tick(v, self.x_step)
-            d.text((x, self.bottom + 9), label, fill=INK, font=self.small, anchor="mt")
-        d.line([self.left, self.bottom, self.right, self.bottom], fill=INK, width=2)
-        d.line([self.left, self.top, self.left, self.bottom], fill=INK, width=2)
-        d.text(((self.left + self.right) / 2, self.bottom + 30), xlabel, fill=INK, font=self.font, anchor="mt")
-
-    def legend(self):
-        y = self.height - 14 - 24 * len(self.legend_rows)
-        for row in self.legend_rows:
-            x = 20.0
-            for label, colour, dashed in row:
-                if dashed:
-                    _dashes(self.draw, np.array([[x, y + 8], [x + 28, y + 8]]), colour, 4, on=8, off=4)
-                else:
-                    self.draw.line([x, y + 8, x + 28, y + 8], fill=colour, width=5)
-                self.draw.text((x + 34, y + 8), label, fill=INK, font=self.font, anchor="lm")
-                x += 34 + self.draw.textlength(label, font=self.font) + 22
-            y += 24
-
-    def tensor(self) -> torch.Tensor:
-        self.legend()
-        return to_image_tensor(self.image)
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One run's line: ``x`` and ``y`` are ``(S,)``; ``y`` is drawn bold, ``raw`` (``(S,)``) faint under it."""
-
-    label: str
-    colour: tuple[int, int, int]
-    x: np.ndarray
-    y: np.ndarray
-    raw: np.ndarray | None = None
-    dashed: bool = False
-    in_legend: bool = True
-
-
-def line_chart(
-    curves: list[Curve],
-    *,
-    title: str = "",
-    xlabel: str = "step",
-    ylabel: str = "",
-    notes: tuple[str, ...] = (),
-    extra_legend: tuple[tuple[str, tuple[int, int, int], bool], ...] = (),
-    log_y: bool = False,
-    size: tuple[int, int] = (768, 512),
-) -> torch.Tensor:
-    """Overlaid curves with ticked axes and a legend under the plot, as IMAGE ``(1, H, W, 3)``.
-
-    ``log_y`` draws the y axis in powers of ten (values <= 0 sit on the bottom edge).
-
-    Every curve's ``raw`` is drawn faint first, then every ``y`` bold on top.
-    The y axis spans the 99.5th percentile of the raw values (spikes above it
-    are drawn flat along the top edge) so rare spikes do not flatten the averages.
-    """
-    nonempty = [c for c in curves if len(c.x)]
-    xs = np.concatenate([c.x for c in nonempty]) if nonempty else np.array([0.0, 1.0])
-    x_lo, x_hi = float(np.min(xs)), float(np.max(xs))
-    if x_hi <= x_lo:
-        x_lo, x_hi = x_lo - 1, x_hi + 1
-    ys = [c.y for c in curves] + [c.raw for c in curves if c.raw is not None]
-    if log_y:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ys = [np.log10(np.where(np.asarray(y, dtype=np.float64) > 0, y, np.nan)) for y in ys]
-    y_lo, y_hi = plots.robust_range(ys)
-    pad = 0.04 * (y_hi - y_lo)
-    legend = [(c.label, c.colour, c.dashed) for c in curves if c.in_legend] + list(extra_legend)
-    integer_x = bool(np.all(np.mod(xs, 1) == 0))
-    frame = _Frame(size, title, notes, legend, (x_lo, x_hi), (y_lo - pad, y_hi + pad), xlabel, ylabel, x_integer=integer_x, log_y=log_y)
-    for c in curves:
-        if c.raw is not None:
-            _polyline(frame.draw, _points(frame, c.x, c.raw), faint(c.colour), 1)
-    for c in curves:
-        _polyline(frame.draw, _points(frame, c.x, c.y), c.colour, 3, dashed=c.dashed)
-    return frame.tensor()
-
-
-def _points(frame: _Frame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    py = np.where(np.isfinite(y), frame.y_of(np.nan_to_num(y)), np.nan)
-    return np.stack([frame.x_of(x), py], axis=1)
-
-
-def multi_histogram(
-    runs: list[tuple[str, tuple[int, int, int], np.ndarray, float]],
-    edges: np.ndarray,
-    *,
-    title: str = "",
-    xlabel: str = "",
-    notes: tuple[str, ...] = (),
-    size: tuple[int, int] = (768, 512),
-) -> torch.Tensor:
-    """Overlaid histograms as step outlines, as IMAGE ``(1, H, W, 3)``.
-
-    ``runs`` holds ``(label, colour, shares (bins,), mean)``; shares are
-    fractions of the run's samples (drawn in percent) and ``mean`` is drawn as
-    a dashed vertical line in the run's colour and written in the legend.
-    """
-    edges = np.asarray(edges, dtype=np.float64)
-    peak = max([float(np.max(s)) * 100 for _, _, s, _ in runs if len(s)] + [1e-9])
-    legend = [(f"{label}  (mean {mean:.3f})", colour, False) for label, colour, _, mean in runs]
-    frame = _Frame(size, title, notes, legend, (float(edges[0]), float(edges[-1])), (0.0, peak * 1.08), xlabel, "share of samples (%)")
-    if len(runs) == 1:
-        _, colour, shares, _ = runs[0]
-        for share, e0, e1 in zip(shares, edges[:-1], edges[1:], strict=True):
-            frame.draw.rectangle([float(frame.x_of(e0)) + 1, float(frame.y_of(share * 100)), float(frame.x_of(e1)) - 1, frame.bottom], fill=faint(colour))
-    for _, colour, shares, mean in runs:
-        xs = np.repeat(edges, 2)[1:-1]
-        ys = np.repeat(np.asarray(shares, dtype=np.float64) * 100, 2)
-        pts = np.stack([frame.x_of(xs), frame.y_of(ys)], axis=1)
-        pts = np.concatenate([[[frame.x_of(edges[0]), frame.bottom]], pts, [[frame.x_of(edges[-1]), frame.bottom]]])
-        _polyline(frame.draw, pts, colour, 2)
-        if np.isfinite(mean):
-            x = float(frame.x_of(mean))
-            _dashes(frame.draw, np.array([[x, frame.top], [x, frame.bottom]]), colour, 2)
-    return frame.tensor()
 
 
 def text_panel(title: str, lines: list[str], size: tuple[int, int] = (768, 512)) -> torch.Tensor:

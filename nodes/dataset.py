@@ -28,7 +28,8 @@ from ..trainer_core.data.dataset import Dataset
 from ..trainer_core.data.images import DEFAULT_PIXEL_LIMIT, MAX_PIXEL_LIMIT
 from ..trainer_core.data.prepare import BAD_FILE_POLICIES, DatasetConfig, Encoders, prepare
 from ..trainer_core.errors import ConfigError
-from . import charts, paths
+from ..trainer_core.figures import bar_chart
+from . import figures, paths
 from .types import CATEGORY, PREFIX, check_inputs, validation_message
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def histogram(dataset: Dataset):
         f"{len(dataset)} images, {dataset.epoch_length} samples per epoch (repeats counted), {len(counts)} buckets",
         f"{len(dataset.skipped)} skipped; encoded {dataset.stats.get('image_encodes', 0)} images and {dataset.stats.get('text_encodes', 0)} prompts this run",
     )
-    return charts.bar_chart([b.label for b in counts], list(counts.values()), title="Dataset: samples per bucket (W x H)", notes=notes)
+    return figures.render(bar_chart([b.label for b in counts], list(counts.values()), title="Dataset: samples per bucket (W x H)", notes=notes))
 
 
 def folder_signature(folder: Path) -> list:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 from comfy_api.latest import io
 
 from ..trainer_core import plots
 from ..trainer_core.errors import ConfigError
+from ..trainer_core.figures import CURVES, summary_lines, training_charts
 from ..trainer_core.logs import TrainingLog
-from . import charts
+from . import charts, figures
 from .trainer import Log_
 from .types import CATEGORY, PREFIX
 
@@ -20,14 +20,8 @@ logger = logging.getLogger(__name__)
 MAX_RUNS = 6
 """Logs (and image columns) a node takes: ``log`` / ``images_1`` plus five optional ones."""
 
-CURVES = {
-    "x0_mse": ("x0-MSE (report Fig. 1)", "x0-MSE", "The one loss every run computes the same way: compare runs on this.", False),
-    "loss": ("Active loss (report Fig. 2)", "loss", "The loss each run trains on; its units differ between loss types, so compare trends, not levels.", False),
-    "v_mse": ("v-MSE (report Fig. 3)", "v-MSE (log scale)", "Velocity error = x0 error / sigma^2 spikes as t -> 1, hence the log axis; spikes above the 99.5th percentile run along the top.", True),
-}
-"""Metric -> (title, y label, note, log y axis) of its line chart, in output order."""
-
-T_BINS = 50
+OUTPUTS = (*CURVES, "t_histogram", "routes", "sheet")
+"""The Training Plots node's outputs, in order."""
 
 
 def split_lines(text: str) -> list[str]:
@@ -46,53 +40,15 @@ def run_labels(text: str, defaults: list[str]) -> list[str]:
 
 
 def render(runs: list[tuple[str, plots.StepSeries]], window: int) -> dict[str, torch.Tensor]:
-    """Every chart of :class:`TrainingPlots` for ``(label, series)`` runs; IMAGE ``(1, H, W, 3)`` each.
+    """Every chart of :class:`TrainingPlots` for ``(label, series)`` runs; IMAGE ``(1, H, W, 3)`` each, keyed by :data:`OUTPUTS`.
 
-    Keys: the :data:`CURVES` metrics, ``t_histogram``, ``routes`` and ``sheet``.
+    The charts' data come from :func:`trainer_core.figures.training_charts`;
+    ``sheet`` tiles the five with a per-run summary.
     """
-    colours = [charts.run_colour(i) for i in range(len(runs))]
-    out = {}
-    for name, (title, ylabel, note, log_y) in CURVES.items():
-        curves = [charts.Curve(label, colour, s.steps, s.smoothed(name, window), raw=s.metrics[name]) for (label, s), colour in zip(runs, colours, strict=True)]
-        out[name] = charts.line_chart(curves, title=title, ylabel=ylabel, notes=(f"Faint: per step. Bold: {window}-step trailing moving average. {note}",), log_y=log_y)
-    hists = []
-    for (label, s), colour in zip(runs, colours, strict=True):
-        shares, edges = plots.histogram_shares(s.t, T_BINS)
-        hists.append((label, colour, shares, float(s.t.mean())))
-    out["t_histogram"] = charts.multi_histogram(
-        hists, edges, title="Sampled t (report Fig. 4)", xlabel="t = 1 - sigma (1 = clean)",
-        notes=(f"Share of a run's samples per bin ({T_BINS} bins); dashed: the run's mean t.",),
-    )
-    out["routes"] = _routes_chart(runs, colours)
-    out["sheet"] = charts.sheet([*(out[k] for k in (*CURVES, "t_histogram", "routes")), _summary(runs, window)])
+    out = {name: figures.render(chart) for name, chart in training_charts(runs, window).items()}
+    summary = charts.text_panel("Runs", summary_lines(runs, window))
+    out["sheet"] = charts.sheet([*out.values(), summary])
     return out
-
-
-def _routes_chart(runs, colours) -> torch.Tensor:
-    curves = []
-    for (label, s), colour in zip(runs, colours, strict=True):
-        cond, uncond = s.cumulative_routes()
-        share = uncond[-1] / max(int(cond[-1] + uncond[-1]), 1)
-        curves.append(charts.Curve(f"{label}: {100 * share:.1f}% uncond", colour, s.steps, cond))
-        curves.append(charts.Curve(label, colour, s.steps, uncond, dashed=True, in_legend=False))
-    return charts.line_chart(
-        curves, title="Condition-dropout routing (report Fig. 5)", ylabel="samples so far",
-        notes=("Cumulative samples per route. Solid: cond (caption). Dashed: uncond (drop_text + drop_both, empty prompt).",),
-        extra_legend=(("cond", charts.INK, False), ("uncond", charts.INK, True)),
-    )
-
-
-def _summary(runs, window: int) -> torch.Tensor:
-    lines = []
-    for label, s in runs:
-        cond, uncond = s.cumulative_routes()
-        last = {name: float(s.smoothed(name, window)[-1]) for name in CURVES}
-        lines.append(f"{label}: {int(s.steps[-1])} steps, {len(s.t)} samples")
-        lines.append(
-            f"- last {window}-step mean: x0-MSE {last['x0_mse']:.4g}, loss {last['loss']:.4g}, v-MSE {last['v_mse']:.4g}; "
-            f"mean t {float(np.mean(s.t)):.3f}; uncond {100 * uncond[-1] / max(int(cond[-1] + uncond[-1]), 1):.1f}%"
-        )
-    return charts.text_panel("Runs", lines)
 
 
 def _connected(first_name: str, first, rest: dict, prefix: str) -> list[tuple[str, object]]:
@@ -137,7 +93,7 @@ class TrainingPlots(io.ComfyNode):
                 raise ConfigError(f"log {name!r} ({entry.log_path})", e.value, f"{e.field}: {e.problem}") from e
         logger.info("plotting %d run(s), window %d", len(runs), window)
         out = render(runs, window)
-        return io.NodeOutput(*(out[k] for k in (*CURVES, "t_histogram", "routes", "sheet")))
+        return io.NodeOutput(*(out[k] for k in OUTPUTS))
 
 
 

@@ -8,7 +8,8 @@ from comfy_api.latest import io
 
 from ..trainer_core import timesteps as ts
 from ..trainer_core.errors import ConfigError
-from . import charts
+from ..trainer_core.figures import histogram_chart
+from . import figures
 from .types import CATEGORY, PREFIX, Timesteps, check_inputs, validation_message
 
 PREVIEW_DRAWS = 4096
@@ -33,13 +34,13 @@ def preview(config: ts.TimestepConfig, axis: str, batch_size: int, seed: int, im
     values = 1.0 - sigma if axis == "t" else sigma
     mean, median = float(values.mean()), float(np.median(values))
     label = "t = 1 - sigma (1 = clean)" if axis == "t" else "sigma (1 = noise)"
-    image = charts.histogram(
+    image = figures.render(histogram_chart(
         values,
         title=f"Timesteps: {PREVIEW_DRAWS} draws in {axis}{_anchor_title(config)}",
         xlabel=label,
         notes=(config.describe(), f"mean {mean:.3f}   median {median:.3f}   batch {batch_size}   seed {seed}"),
         marks={"mean": mean, "median": median},
-    )
+    ))
     return values, image
 
 

@@ -116,12 +116,10 @@ def test_bad_records_are_named(records, message):
         plots.aggregate_steps(records)
 
 
-def test_histogram_shares_and_ticks():
+def test_histogram_shares_and_robust_range():
     shares, edges = plots.histogram_shares(np.array([0.05, 0.15, 0.15, 0.95]), bins=10)
     np.testing.assert_allclose(shares, [0.25, 0.5, 0, 0, 0, 0, 0, 0, 0, 0.25])
     assert len(edges) == 11 and plots.histogram_shares(np.array([]), 4)[0].tolist() == [0, 0, 0, 0]
-    np.testing.assert_allclose(plots.nice_ticks(0.0, 1.0), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    np.testing.assert_allclose(plots.nice_ticks(1, 6000, 7), [1000 * k for k in range(1, 7)])
     assert plots.robust_range([np.array([1.0, 1.0])]) == (0.5, 1.5)
 
 
@@ -152,38 +150,19 @@ def colour_mask(image: torch.Tensor, colour) -> np.ndarray:
 
 
 def test_plots_node_renders_every_figure(nodes, three_runs, tmp_path):
-    plot_nodes, charts = nodes
+    plot_nodes, _ = nodes
     out = plot_nodes.TrainingPlots.execute(log=three_runs[0], log_2=three_runs[1], log_4=three_runs[2], window=21, labels="").result
-    assert len(out) == 6
+    assert len(out) == 6 == len(plot_nodes.OUTPUTS)
     *figures, sheet = out
     for image in figures:
         assert image.shape == (1, 512, 768, 3) and image.dtype == torch.float32
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        assert (image == 1.0).all(dim=-1).float().mean() > 0.3 and (image < 0.5).any()  # ink on a white page
     assert sheet.shape == (1, 3 * 512, 2 * 768, 3)
-    for name, image in zip(["x0_mse", "loss", "v_mse", "t_histogram", "routes"], figures, strict=True):
-        for i in range(3):
-            mask = colour_mask(image, charts.run_colour(i))
-            plot_area, legend = mask[:440], mask[440:]
-            assert plot_area.sum() > 200, f"{name}: run {i}'s bold line is missing"
-            assert legend.any(), f"{name}: run {i}'s legend swatch is missing"
-            if name in plot_nodes.CURVES:
-                assert colour_mask(image, charts.faint(charts.run_colour(i))).sum() > 100, f"{name}: raw curve {i}"
-        assert not colour_mask(image, charts.run_colour(3)).any()  # only three runs
     from PIL import Image
 
-    for name, image in zip(["x0_mse", "t_histogram", "routes", "sheet"], [figures[0], figures[3], figures[4], sheet], strict=True):
+    for name, image in zip(plot_nodes.OUTPUTS, out, strict=True):
         Image.fromarray((image[0].numpy() * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
-
-
-def test_bold_curve_follows_the_moving_average(nodes):
-    _, charts = nodes
-    x = np.arange(1, 101)
-    flat = np.full(100, 2.0)
-    flat[50] = 50.0  # one spike: clipped, not stretching the axis
-    image = charts.line_chart([charts.Curve("a", charts.run_colour(0), x, np.full(100, 2.0), raw=flat)])
-    mask = colour_mask(image, charts.run_colour(0))[:440]
-    rows = np.flatnonzero(mask.sum(axis=1) > 300)  # a horizontal bold line across the plot
-    assert len(rows) and rows.max() - rows.min() <= 4
 
 
 def test_plots_node_labels(nodes, three_runs):

@@ -4,7 +4,8 @@ Input is a run's log records (:mod:`.logs`: one dict per micro-batch). Output
 is per optimizer step: ``x0_mse``, active ``loss`` and ``v_mse`` (each the
 mean over every sample of the step), their trailing moving average, all
 sampled ``t`` (= 1 - sigma, 1 = clean) and cumulative cond / unconditional
-routing counts. Pure numpy; the drawing lives in ``nodes/charts.py``.
+routing counts. Pure numpy; :mod:`.figures` turns them into chart data and
+``nodes/figures.py`` draws them with matplotlib.
 """
 
 from __future__ import annotations
@@ -147,28 +148,3 @@ def robust_range(arrays: Iterable[np.ndarray], upper_percentile: float = 99.5) -
     if high - low <= 1e-12 * max(1.0, abs(high)):
         return low - 0.5, high + 0.5
     return low, high
-
-
-def nice_ticks(low: float, high: float, target: int = 6) -> np.ndarray:
-    """Round tick positions (1, 2, 2.5 or 5 x 10^k apart) covering ``[low, high]``, ``(K,)``."""
-    span = max(high - low, 1e-300)
-    raw = span / max(target - 1, 1)
-    power = 10.0 ** np.floor(np.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = np.ceil(low / step - 1e-9) * step
-    ticks = np.arange(first, high + step * 1e-9, step)
-    return np.round(ticks / step) * step
-
-
-def log_ticks(low: float, high: float) -> np.ndarray:
-    """Ticks for a log axis over ``[low, high]`` (both > 0), ``(K,)``.
-
-    Powers of ten, with 2x and 5x between them when the range spans at most
-    three decades, every k-th decade when it spans more than eight.
-    """
-    require(0 < low < high, "log axis range", (low, high), "needs 0 < low < high")
-    lo, hi = int(np.floor(np.log10(low))), int(np.ceil(np.log10(high)))
-    every = max(1, -(-(hi - lo) // 8))
-    mantissas = (1.0, 2.0, 5.0) if hi - lo <= 3 else (1.0,)
-    ticks = [m * 10.0**e for e in range(lo, hi + 1) if (e - lo) % every == 0 for m in mantissas]
-    return np.array([t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)], dtype=np.float64)
