@@ -10,6 +10,7 @@ from .losses import LossBuilder
 from .optimizer import OptimizerConfigNode
 from .plots import ImageGrid, TrainingPlots
 from .preview import TrainingPreview
+from .strength_grid import LoraStrengthGrid
 from .style import StyleDistance
 from .timesteps import TimestepSampler
 from .trainer import LoraTrainer
@@ -20,6 +21,7 @@ NODES += U1_NODES
 NODES += LORA_NODES
 NODES += [DatasetNode, LoraTrainer, TrainingPreview]
 NODES += [TrainingPlots, ImageGrid, StyleDistance]
+NODES += [LoraStrengthGrid]
 
 
 class FlowLoraExtension(ComfyExtension):

@@ -21,6 +21,15 @@ every ``every_n_steps`` updates and at the last step (:class:`Previewer`):
    run with previews trains exactly as one without.
 4. The trainer reloads its own patcher and puts adapters and checkpointing back.
 
+Few-step drift (``drift_steps`` > 0, for step-distilled models such as Z-Image
+Turbo): in step 3 each prompt is sampled a second time with ``drift_steps``
+steps (same sampler, scheduler, cfg and seed), and the preview's
+:func:`trainer_core.previews.drift` from it is reported at every preview: in
+the column labels of the trainer's grid, the title of the image shown while it
+trains, the log, each PNG's text and ``<output_name>/previews/drift.jsonl``.
+A LoRA that starts breaking the few-step sampling shows as a drift rising
+above the step-0 value (the model before training).
+
 Showing previews while the node runs: ``comfy.utils.ProgressBar.update_absolute(
 value, total, preview=("PNG", image, max_size))``, the path KSampler's latent
 previews take; the trainer calls it through its progress bar. Checked in both
@@ -78,7 +87,9 @@ class PreviewSettings:
     joined by Conditioning Combine); ``negative``: one entry for all prompts,
     one per prompt, or None (zeros shaped like each prompt, as ConditioningZeroOut
     makes); ``vae``: the VAE that decodes previews; ``latent``: a LATENT whose
-    size replaces ``config.width``/``height``, or None.
+    size replaces ``config.width``/``height``, or None; ``node`` and
+    ``field_prefix``: the node whose inputs these are, and what errors put
+    before an input's name.
     """
 
     config: PreviewConfig
@@ -86,6 +97,8 @@ class PreviewSettings:
     vae: Any
     negative: list | None = None
     latent: dict | None = None
+    node: str = "Training Preview"
+    field_prefix: str = "preview "
 
     @property
     def prompts(self) -> int:
@@ -93,22 +106,23 @@ class PreviewSettings:
 
     def check(self, model) -> None:
         """Refuse, naming the input, what cannot fit ``model`` (the ModelPatcher previews sample); no model call."""
+        p = self.field_prefix
         if not isinstance(self.positive, list) or not self.positive:
-            raise ConfigError("preview positive", self.positive if not isinstance(self.positive, list) else "[]", "is empty; connect a text encoder's output to the Training Preview node")
+            raise ConfigError(p + "positive", self.positive if not isinstance(self.positive, list) else "[]", f"is empty; connect a text encoder's output to the {self.node} node")
         if self.negative is not None and len(self.negative) not in (1, self.prompts):
-            raise ConfigError("preview negative", f"{len(self.negative)} entries", f"give one entry for all {self.prompts} prompts, or one per prompt")
+            raise ConfigError(p + "negative", f"{len(self.negative)} entries", f"give one entry for all {self.prompts} prompts, or one per prompt")
         latent_format = model.get_model_object("latent_format")
         channels, vae_channels = getattr(latent_format, "latent_channels", None), getattr(self.vae, "latent_channels", None)
         if channels is not None and vae_channels is not None and channels != vae_channels:
             raise ConfigError(
-                "preview vae", f"{type(getattr(self.vae, 'first_stage_model', self.vae)).__name__} with {vae_channels} latent channels",
-                f"does not fit the model ({type(model.model).__name__} samples {channels}-channel latents); connect this model's VAE to the Training Preview node",
+                p + "vae", f"{type(getattr(self.vae, 'first_stage_model', self.vae)).__name__} with {vae_channels} latent channels",
+                f"does not fit the model ({type(model.model).__name__} samples {channels}-channel latents); connect this model's VAE to the {self.node} node",
             )
         if self.latent is not None and self.latent["samples"].ndim != 4:
-            raise ConfigError("preview latent", tuple(self.latent["samples"].shape), "must be an image LATENT (B, C, H, W); only its size is used")
+            raise ConfigError(p + "latent", tuple(self.latent["samples"].shape), "must be an image LATENT (B, C, H, W); only its size is used")
         h, w = self.latent_size()
         if h < 1 or w < 1:
-            raise ConfigError("preview width x height", f"{self.config.width} x {self.config.height}", f"is smaller than one latent pixel ({self.vae.spacial_compression_encode()} pixels)")
+            raise ConfigError(p + "width x height", f"{self.config.width} x {self.config.height}", f"is smaller than one latent pixel ({self.vae.spacial_compression_encode()} pixels)")
 
     def latent_size(self) -> tuple[int, int]:
         """``(h, w)`` of the latent previews start from: the LATENT's, else width and height over the VAE's compression."""
@@ -136,13 +150,13 @@ class PreviewSettings:
         return positive, negative
 
 
-def sample(model, settings: PreviewSettings, index: int) -> torch.Tensor:
-    """Prompt ``index`` sampled as ComfyUI's KSampler node samples it: latent ``(1, C, h, w)``."""
+def sample(model, settings: PreviewSettings, index: int, steps: int | None = None) -> torch.Tensor:
+    """Prompt ``index`` sampled as ComfyUI's KSampler node samples it (``steps`` replaces the config's): latent ``(1, C, h, w)``."""
     import nodes as comfy_nodes  # ComfyUI's nodes.py (not this package)
 
     c = settings.config
     positive, negative = settings.conditioning(index)
-    (out,) = comfy_nodes.common_ksampler(model, c.seed, c.steps, c.cfg, c.sampler_name, c.scheduler, positive, negative, settings.empty_latent(model), denoise=1.0)
+    (out,) = comfy_nodes.common_ksampler(model, c.seed, steps or c.steps, c.cfg, c.sampler_name, c.scheduler, positive, negative, settings.empty_latent(model), denoise=1.0)
     return out["samples"]
 
 
@@ -210,11 +224,13 @@ class Previewer:
         self.show = show
         self.start: int | None = None
         self.columns: list[tuple[int, list[np.ndarray]]] = []  # (step, thumbnail per prompt)
+        self.drifts: dict[int, float] = {}  # step -> mean drift over the prompts (drift_steps > 0)
 
     def at_start(self, step: int) -> None:
         """The loop's ``on_start``: drop files of steps this run renders again, preview the starting weights."""
         self.start = step
         previews.remove_after(self.folder, step)
+        previews.trim_drift(self.folder, step)
         self.render(step, first=True)
 
     def after_update(self, step: int) -> None:
@@ -226,16 +242,21 @@ class Previewer:
         applied = apply_lora(self.model, self.lora_tensors(), 1.0)
         if applied.not_loaded():
             raise RuntimeError(f"ComfyUI did not map {len(applied.not_loaded())} keys of the LoRA for the preview: {', '.join(applied.not_loaded()[:10])}; please report this with the LoRA Config used")
+        drift_steps = self.settings.config.drift_steps
+        references = None
         with self.lift():
             with sampling_context(applied.model):
                 latents = [self._sample(applied.model, i, first) for i in range(self.settings.prompts)]
                 images = [self._decode(latent, first) for latent in latents]
+                if drift_steps:
+                    references = [self._decode(self._sample(applied.model, i, first, drift_steps), first) for i in range(self.settings.prompts)]
             release_encoders(self.settings.vae.patcher)  # the VAE's memory back to training
-        self.save(step, images)
+        drifts = [previews.drift(a, b) for a, b in zip(images, references, strict=True)] if references is not None else None
+        self.save(step, images, drifts)
 
-    def _sample(self, model, index: int, first: bool) -> torch.Tensor:
+    def _sample(self, model, index: int, first: bool, steps: int | None = None) -> torch.Tensor:
         try:
-            return sample(model, self.settings, index)
+            return sample(model, self.settings, index, steps)
         except Exception as e:
             if not first or _passes_through(e):
                 raise
@@ -255,17 +276,26 @@ class Previewer:
             raise ConfigError("preview vae", type(getattr(self.settings.vae, "first_stage_model", self.settings.vae)).__name__,
                               f"could not decode the first preview ({type(e).__name__}: {e}); connect this model's VAE to the Training Preview node") from e
 
-    def save(self, step: int, images: list[torch.Tensor]) -> None:
-        """Write each prompt's PNG, keep thumbnails for the grid, show the step's images in the frontend."""
+    def save(self, step: int, images: list[torch.Tensor], drifts: list[float] | None = None) -> None:
+        """Write each prompt's PNG (and drift record), keep thumbnails for the grid, show the step's images in the frontend."""
         c = self.settings.config
         pixels = [previews.to_pixels(image[0]) for image in images]
         for index, p in enumerate(pixels):
-            text = c.png_text(step, index, lora=self.label, width=str(p.shape[1]), height=str(p.shape[0]))
+            extra = {"drift": f"{drifts[index]:.6g}"} if drifts is not None else {}
+            text = c.png_text(step, index, lora=self.label, width=str(p.shape[1]), height=str(p.shape[0]), **extra)
             previews.save_png(self.folder / previews.file_name(step, index), p, text)
         self.columns.append((step, [_thumbnail(p) for p in pixels]))
+        title = f"{self.label}: step {step}"
+        if drifts is not None:
+            record = previews.drift_record(step, c.steps, c.drift_steps, drifts)
+            previews.append_drift(self.folder, record)
+            self.drifts[step] = record["mean"]
+            title += f", {c.steps}-step drift from {c.drift_steps} steps {record['mean']:.3g}"
+            log.info("FlowLoRA preview at step %d: %d-step drift from %d steps %.4g (per prompt: %s)", step, c.steps, c.drift_steps,
+                     record["mean"], ", ".join(f"{d:.4g}" for d in drifts))
         log.info("FlowLoRA preview at step %d: %d image(s) in %s", step, len(pixels), self.folder)
         strip = charts.image_grid([_tensor([t]) for t in self.columns[-1][1]], column_labels=[f"prompt {i}" for i in range(len(pixels))],
-                                  title=f"{self.label}: step {step}", cell_size=_cell(self.columns[-1][1][0]))
+                                  title=title, cell_size=_cell(self.columns[-1][1][0]))
         self.show(step, _pil(strip))
 
     def grid(self) -> torch.Tensor:
@@ -274,9 +304,16 @@ class Previewer:
             return placeholder("No preview was rendered in this run.")
         c = self.settings.config
         title = f"{self.label}: {c.sampler_name} / {c.scheduler}, {c.steps} steps, cfg {c.cfg:g}, seed {c.seed}"
+        if self.drifts:
+            title += f"; drift: mean squared difference from {c.drift_steps} steps"
         cell = min(_cell(self.columns[0][1][0]), max(64, GRID_MAX_WIDTH // len(self.columns)))
-        return charts.image_grid([_tensor(thumbs) for _, thumbs in self.columns], column_labels=[f"step {step}" for step, _ in self.columns],
+        return charts.image_grid([_tensor(thumbs) for _, thumbs in self.columns], column_labels=[column_label(step, self.drifts.get(step)) for step, _ in self.columns],
                                  row_labels=[f"prompt {i}" for i in range(self.settings.prompts)], title=title, cell_size=cell)
+
+
+def column_label(step: int, drift: float | None = None) -> str:
+    """The trainer grid's column label: ``step 500``, with the mean drift when measured (``step 500, drift 0.00123``)."""
+    return f"step {step}" if drift is None else f"step {step}, drift {drift:.3g}"
 
 
 def placeholder(text: str) -> torch.Tensor:
@@ -326,6 +363,7 @@ class TrainingPreview(io.ComfyNode):
                 io.Int.Input("every_n_steps", default=100, min=0, max=1_000_000, tooltip="Preview every N optimizer updates, plus at the start and at the last step; 0: only at the start and at the end."),
                 io.Conditioning.Input("negative", optional=True, tooltip="Negative prompt: one entry for all prompts or one per prompt. Not connected: zeros shaped like each prompt (as ConditioningZeroOut)."),
                 io.Latent.Input("latent", optional=True, tooltip="Optional LATENT (e.g. from an empty-latent node): only its size is used, replacing width and height; previews start from noise."),
+                io.Int.Input("drift_steps", default=0, min=0, max=10_000, optional=True, tooltip="Few-step drift (for step-distilled models such as Z-Image Turbo): also sample each prompt with this many steps (e.g. 32 against 8) and report the mean squared difference of the preview from it, at the start and at every preview (grid labels, PNG text, previews/drift.jsonl). A LoRA that breaks few-step sampling shows as rising drift. 0: off (no extra sampling)."),
             ],
             outputs=[Preview.Output(display_name="preview", tooltip="Preview settings for the LoRA Trainer's preview input.")],
         )
@@ -336,12 +374,13 @@ class TrainingPreview(io.ComfyNode):
         return ranges if ranges is not True else validation_message(build_config, **kw)
 
     @classmethod
-    def execute(cls, positive, vae, sampler_name, scheduler, steps, cfg, seed, width, height, every_n_steps, negative=None, latent=None) -> io.NodeOutput:
-        config = build_config(sampler_name=sampler_name, scheduler=scheduler, steps=steps, cfg=cfg, seed=seed, width=width, height=height, every_n_steps=every_n_steps)
+    def execute(cls, positive, vae, sampler_name, scheduler, steps, cfg, seed, width, height, every_n_steps, negative=None, latent=None, drift_steps=0) -> io.NodeOutput:
+        config = build_config(sampler_name=sampler_name, scheduler=scheduler, steps=steps, cfg=cfg, seed=seed, width=width, height=height, every_n_steps=every_n_steps,
+                              drift_steps=drift_steps)
         return io.NodeOutput(PreviewSettings(config, list(positive), vae, list(negative) if negative is not None else None, latent))
 
 
 def build_config(**widgets) -> PreviewConfig:
     """Node widgets -> :class:`PreviewConfig` (ConfigError naming the field)."""
-    keep = {k: widgets[k] for k in ("sampler_name", "scheduler", "steps", "cfg", "seed", "width", "height", "every_n_steps") if widgets.get(k) is not None}
+    keep = {k: widgets[k] for k in ("sampler_name", "scheduler", "steps", "cfg", "seed", "width", "height", "every_n_steps", "drift_steps") if widgets.get(k) is not None}
     return PreviewConfig(**keep)

@@ -17,7 +17,7 @@ import torch
 from comfy_api.latest import io
 
 from .. import trainer_core
-from ..trainer_core import files
+from ..trainer_core import files, step_saves
 from ..trainer_core.batching import EpochBatches
 from ..trainer_core.checkpointing import checkpointed
 from ..trainer_core.data.buckets import Bucket
@@ -88,7 +88,7 @@ class LoraTrainer(io.ComfyNode):
                 io.Float.Input("p_both", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Condition dropout: probability of dropping text and image condition (U1: 0.1; in text-to-image also the empty prompt). p_text + p_both <= 1."),
                 io.Combo.Input("training_dtype", options=list(DTYPES), default="bf16", tooltip="Autocast precision of the forward pass; LoRA weights and optimizer stay fp32. Use fp32 on CPU or for exact tests."),
                 io.Boolean.Input("gradient_checkpointing", default=True, tooltip="Recompute block activations in the backward pass: much less memory, about 30% slower."),
-                io.Int.Input("save_every", default=0, min=0, max=1_000_000, tooltip="Also save the LoRA and resumable state every N updates (0: only at the end, on cancel and on failure)."),
+                io.Int.Input("save_every", default=0, min=0, max=1_000_000, tooltip="Also save the LoRA and resumable state every N updates (0: only at the end, on cancel and on failure). Each periodic save is also kept as <output_name>/steps/step_000500.safetensors, for the LoRA Step x Strength Grid or any LoRA loader."),
                 io.String.Input("output_name", default="flowlora/my_lora", tooltip="File name under models/loras (subfolders allowed, no '..'); the log and resumable state are saved beside it."),
                 io.Boolean.Input("resume", default=False, tooltip="Continue from the resumable state saved beside output_name (after a cancel, failure or periodic save)."),
                 io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing LoRA (and its state and log) of the same output_name with a new run. Off: such a name is refused, so that no run, and no second queued prompt, silently overwrites another's files."),
@@ -222,9 +222,18 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
                 lambda step, image: progress.update_absolute(step, total, ("PNG", image, _preview_size())),
             )
 
+        kept_saves = step_saves_folder(stem)
+
+        def on_start(step: int) -> None:
+            step_saves.remove_after(kept_saves, step)  # an earlier or killed run's; this run saves those steps again
+            if previewer is not None:
+                previewer.at_start(step)
+
         def on_save(report: SaveReport) -> None:
-            """Say where a save went (log and the node's progress text); a cancel's save says how to go on."""
+            """Keep a periodic save per step; say where a save went (log and the node's progress text); a cancel's save says how to go on."""
             text = f"{report.reason} at step {report.step}/{total}: LoRA {report.lora_path}, resumable state {report.state_path}"
+            if report.reason == "periodic":
+                text += f", kept as {step_saves.keep(report.lora_path, kept_saves, report.step)}"
             if report.reason == "stopped":
                 text += " (resume = true continues from here)"
             elif report.reason == "non-finite":
@@ -257,7 +266,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             device=device,
             uncond=uncond,
             noise_fn=training.noise_fn(patcher),
-            on_start=previewer.at_start if previewer is not None else (lambda step: None),
+            on_start=on_start,
             on_update=on_update,
             should_stop=comfy.model_management.processing_interrupted,
             on_save=on_save,
@@ -268,6 +277,11 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             result = train(task)
     grid = previewer.grid() if previewer is not None else placeholder("Connect a Training Preview (FlowLoRA) node to the trainer's preview input for previews while it trains.")
     return result, adapters.plan.summary(), grid
+
+
+def step_saves_folder(stem: str) -> str:
+    """Periodic saves of ``<models/loras>/<output_name>.safetensors`` are kept in ``<models/loras>/<output_name>/steps/``."""
+    return os.path.join(stem, step_saves.FOLDER)
 
 
 def previews_folder(stem: str) -> str:

@@ -8,11 +8,18 @@ with the settings that made it as PNG text chunks (``flowlora.step``,
 ``flowlora.prompt_index``, ``flowlora.seed``, ``flowlora.sampler``,
 ``flowlora.scheduler``, ``flowlora.steps``, ``flowlora.cfg``, ...).
 
+Few-step drift (``drift_steps`` > 0): each preview prompt is also sampled with
+``drift_steps`` steps (same sampler, scheduler, cfg, seed), and :func:`drift`
+measures how far the preview moves from that answer. It is written to the
+preview's PNG text (``flowlora.drift``, ``flowlora.drift_steps``) and to
+``<folder>/drift.jsonl``, one record per previewed step (:data:`DRIFT_FILE`).
+
 Sampling itself is the host's (ComfyUI's KSampler, see ``nodes/preview.py``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 FILE_PATTERN = re.compile(r"step_(\d{6,})_p(\d+)\.png")
 """Full-match pattern of a preview file's name; group 1 is the step, group 2 the prompt index."""
 TEXT_PREFIX = "flowlora."
+DRIFT_FILE = "drift.jsonl"
+"""Per-run drift records in the previews folder: ``{"step", "steps", "drift_steps", "drift": [per prompt], "mean"}``."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,9 @@ class PreviewConfig:
     ``sampler_name``/``scheduler``: names from the host's sampler and scheduler
     lists; ``steps``, ``cfg``, ``seed``: the sampler's; ``width``/``height``:
     image size in pixels; ``every_n_steps``: optimizer updates between
-    previews (0: only at the start and at the end).
+    previews (0: only at the start and at the end); ``drift_steps``: also
+    sample each prompt with this many steps and report the preview's
+    :func:`drift` from it (0: off).
     """
 
     sampler_name: str = "euler"
@@ -54,6 +66,7 @@ class PreviewConfig:
     width: int = 1024
     height: int = 1024
     every_n_steps: int = 100
+    drift_steps: int = 0
 
     SCHEMA: ClassVar[int] = 1
 
@@ -66,6 +79,7 @@ class PreviewConfig:
         require(self.width >= 1, "width", self.width, "must be >= 1")
         require(self.height >= 1, "height", self.height, "must be >= 1")
         require(self.every_n_steps >= 0, "every_n_steps", self.every_n_steps, "must be >= 0 (0: only at the start and at the end)")
+        require(self.drift_steps >= 0, "drift_steps", self.drift_steps, "must be >= 0 (0: no drift measurement)")
 
     def due(self, step: int, start: int, total: int) -> bool:
         """Whether a run that started at update ``start`` and ends at ``total`` previews after update ``step``."""
@@ -78,9 +92,62 @@ class PreviewConfig:
         """PNG text chunks of the preview of prompt ``prompt_index`` after update ``step``."""
         values = {
             "step": step, "prompt_index": prompt_index, "seed": self.seed, "sampler": self.sampler_name,
-            "scheduler": self.scheduler, "steps": self.steps, "cfg": f"{self.cfg:g}", **extra,
+            "scheduler": self.scheduler, "steps": self.steps, "cfg": f"{self.cfg:g}",
+            **({"drift_steps": self.drift_steps} if self.drift_steps else {}), **extra,
         }
         return {TEXT_PREFIX + k: str(v) for k, v in values.items()}
+
+
+def drift(few: torch.Tensor, many: torch.Tensor) -> float:
+    """Mean squared difference between a few-step sample and the many-step sample of the same prompt and noise.
+
+    ``few``, ``many``: IMAGE tensors ``(B, H, W, C)`` of the same shape, values as
+    ComfyUI's VAE Decode returns them ([0, 1]; the same units as the ``drift``
+    column of ``scripts/tinyworld/ablation.py``, a quarter of the value in
+    [-1, 1] pixel units). 0 when the two agree; computed in float64.
+    """
+    if few.shape != many.shape:
+        raise ValueError(f"drift: the few-step images {tuple(few.shape)} and the many-step images {tuple(many.shape)} differ in shape")
+    return float((few.detach().double().cpu() - many.detach().double().cpu()).square().mean())
+
+
+def drift_record(step: int, steps: int, drift_steps: int, values: list[float]) -> dict:
+    """One line of :data:`DRIFT_FILE`: the previewed ``step``, both step counts, drift per prompt and their mean."""
+    return {"step": step, "steps": steps, "drift_steps": drift_steps, "drift": list(values), "mean": float(np.mean(values))}
+
+
+def append_drift(folder: str | os.PathLike, record: Mapping) -> None:
+    """Append ``record`` to ``<folder>/drift.jsonl`` (flushed line by line)."""
+    path = Path(folder) / DRIFT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        files.append_jsonl(f, record)
+
+
+def read_drift(folder: str | os.PathLike) -> list[dict]:
+    """The records of ``<folder>/drift.jsonl`` ([] when there is none; a torn last line is skipped)."""
+    path = Path(folder) / DRIFT_FILE
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def trim_drift(folder: str | os.PathLike, step: int) -> None:
+    """Keep only the drift records before ``step`` (a run starting or resuming at ``step`` measures it again), atomically."""
+    path = Path(folder) / DRIFT_FILE
+    if not path.is_file():
+        return
+    kept = [r for r in read_drift(folder) if r.get("step", 0) < step]
+    with files.atomic_open(path, "w") as f:
+        for record in kept:
+            files.append_jsonl(f, record)
 
 
 def file_name(step: int, prompt_index: int) -> str:

@@ -359,9 +359,11 @@ class Study:
             "x0_mse_base": self.base_x0_mse,
         }
         if self.study == "turbo":
+            from flowlora.trainer_core.previews import drift  # the Training Preview's drift_steps measures the same
+
             long = self.sample(model, 32)
-            result["drift"] = float((images - long).square().mean())
-            result["drift_base"] = float((self.base_images - self.base_long).square().mean())
+            result["drift"] = drift(images, long)
+            result["drift_base"] = drift(self.base_images, self.base_long)
         return result, images
 
     @property
