@@ -46,11 +46,11 @@ def test_rows_are_averaged_over_seeds_with_their_spread(results):
     acrf = next(line for line in table.splitlines() if line.startswith("| AC-RF (report recipe)"))
     assert "0.72 ± 0.02" in acrf  # style: mean 0.72, sample std 0.02
     assert "60.0 ± 0.0" in acrf  # content in percent
-    assert "0.0011 ± 0.0001" in acrf  # drift
+    assert "11.0 ± 1.0" in acrf  # drift, in units of 1e-4
     plain = next(line for line in table.splitlines() if line.startswith("| plain LoRA"))
     assert "0.82 ± 0.02" in plain and "99" not in plain  # the smoke run is not in the mean
-    assert "Measured 2026-12-01 at commit `abc1234` on test machine" in table
-    assert "Base model without a LoRA: content 50.0%, held-out x0-MSE 0.0500, 8-step drift 0.0020" in table
+    assert "Measured 2026-12-01 at commit `abc1234` on test machine: turbo_acrf, turbo_plain, u1_a_velocity, u1_baseline." in table
+    assert "Base model without a LoRA: content 50.0%, held-out x0-MSE 0.0500, 8-step drift 20.0e-4" in table
 
 
 def test_each_claim_gets_the_verdict_its_numbers_support(results):

@@ -94,6 +94,7 @@ class Row:
     timesteps: dict = field(default_factory=dict)
     loss: dict = field(default_factory=dict)
     trainer: dict = field(default_factory=dict)
+    lora: dict = field(default_factory=dict)
     graph_anchors: bool = False
     builtin: bool = False
 
@@ -112,6 +113,8 @@ row(Row("turbo_plain", "turbo", "plain LoRA: uniform t, MSE", "AC-RF keeps few-s
 row(Row("turbo_acrf_graph", "turbo", "AC-RF, anchors from the graph's sampler", "anchors where you sample: ComfyUI's 8-step simple sigmas", graph_anchors=True))
 row(Row("turbo_acrf_no_minsnr", "turbo", "AC-RF without Min-SNR", "Min-SNR weighting helps", loss=dict(weighting="none")))
 row(Row("turbo_acrf_no_cos_fft", "turbo", "AC-RF without cosine and FFT", "the cosine and FFT terms help", loss=dict(cosine_weight=0.0, fft_weight=0.0)))
+row(Row("turbo_acrf_all_linear", "turbo", "AC-RF, LoRA on every Linear", "how much of the built-in's result its wider targets explain (it adapts every Linear, plus every norm and bias in full)",
+        lora=dict(preset="all_linear")))
 row(Row("turbo_builtin", "turbo", "ComfyUI TrainLoraNode (its defaults)", "the anchor users would pick instead", builtin=True))
 
 _UNIFORM = dict(sampler="uniform", sigma_min=0.0, sigma_max=0.95)
@@ -158,6 +161,7 @@ def turbo_graph(r: Row, seed: int, steps: int, output: str):
     recipe["optimizer"].values.update(optimizer="adamw", learning_rate=1e-3, grad_accumulation=1)
     recipe["timesteps"].values.update(r.timesteps)
     recipe["loss"].values.update(r.loss)
+    recipe["lora"].values.update(r.lora)
     if r.graph_anchors:
         scheduler = wf.add("BasicScheduler", (800, 600), model=unet["MODEL"], scheduler="simple", steps=8, denoise=1.0)
         recipe["timesteps"].values["anchor_sigmas"] = scheduler["SIGMAS"]
@@ -557,12 +561,13 @@ def figures(results: Path, out: Path) -> list[Path]:
 # ---------------------------------------------------------------- the table
 
 COLUMNS = (
-    ("style_score", "style score", "{:.2f}"),
-    ("content", "content acc.", "pct"),
-    ("content_base", "base content", "pct"),
-    ("x0_mse", "held-out x0-MSE", "{:.4f}"),
-    ("drift", "8-step drift", "{:.4f}"),
-    ("wall_s", "wall s", "{:.0f}"),
+    # (metrics key, header, scale, format)
+    ("style_score", "style score", 1.0, "{:.2f}"),
+    ("content", "content acc. %", 100.0, "{:.1f}"),
+    ("content_base", "base content %", 100.0, "{:.1f}"),
+    ("x0_mse", "held-out x0-MSE", 1.0, "{:.4f}"),
+    ("drift", "8-step drift ×1e-4", 1e4, "{:.1f}"),
+    ("wall_s", "wall s", 1.0, "{:.0f}"),
 )
 
 
@@ -576,12 +581,11 @@ def load_results(results: Path) -> dict[str, list[dict]]:
     return out
 
 
-def cell(values: list[float], fmt: str) -> str:
-    """``mean ± sample std`` (``mean`` alone for one seed); ``pct`` formats shares as percentages."""
+def cell(values: list[float], scale: float = 1.0, pattern: str = "{:.4f}") -> str:
+    """``mean ± sample std`` of ``scale * values`` (``mean`` alone for one seed)."""
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return "–"
-    scale, pattern = (100.0, "{:.1f}") if fmt == "pct" else (1.0, fmt)
     mean = pattern.format(scale * statistics.fmean(values))
     if len(values) == 1:
         return mean
@@ -615,12 +619,16 @@ CLAIMS = (
     ("u1_a_velocity", "u1_baseline", "x0_mse", "lower", "worse", "U1 report (i): the velocity loss degrades reconstruction"),
     ("u1_b_logit_normal", "u1_baseline", "x0_mse", "lower", "worse", "U1 report (ii): logit-normal t degrades reconstruction"),
     ("u1_d_all", "u1_baseline", "content", "higher", "worse", "U1 report (iii): all three together distort structure"),
+    ("u1_d_all", "u1_baseline", "x0_mse", "lower", "worse", "U1 report (iii), as reconstruction: all three together degrade it"),
     ("u1_c_dropout", "u1_baseline", "content", "higher", "better", "U1 report: condition dropout does not degrade, slightly improves structure"),
+    ("u1_c_dropout", "u1_baseline", "x0_mse", "lower", "better", "U1 report: condition dropout does not degrade reconstruction"),
     ("turbo_acrf", "turbo_plain", "drift", "lower", "better", "AC-RF: keeps the Turbo's few-step sampling closer than a plain LoRA"),
     ("turbo_acrf", "turbo_plain", "style_score", "higher", "better", "AC-RF: learns the style at least as well as a plain LoRA"),
     ("turbo_acrf", "turbo_acrf_no_minsnr", "x0_mse", "lower", "better", "AC-RF: Min-SNR weighting helps (held-out x0-MSE)"),
     ("turbo_acrf", "turbo_acrf_no_cos_fft", "x0_mse", "lower", "better", "AC-RF: the cosine and FFT terms help (held-out x0-MSE)"),
     ("turbo_acrf", "turbo_builtin", "style_score", "higher", "better", "FlowLoRA's AC-RF against ComfyUI's TrainLoraNode: style learned"),
+    ("turbo_acrf", "turbo_builtin", "content", "higher", "better", "FlowLoRA's AC-RF against ComfyUI's TrainLoraNode: content kept"),
+    ("turbo_acrf_all_linear", "turbo_builtin", "style_score", "higher", "better", "AC-RF on the built-in's Linear targets against TrainLoraNode: style learned"),
 )
 
 
@@ -628,10 +636,14 @@ def build_table(results: Path) -> str:
     """Markdown of every row's mean ± spread and a verdict per claim; every number from ``results``' metrics files."""
     data = load_results(results)
     lines = []
-    meta = next((r for records in data.values() for r in records), None)
-    if meta:
-        lines.append(f"Measured {meta['date']} at commit `{meta['commit']}` on {meta['machine']}; "
-                     f"seeds per row: {', '.join(f'{k} {len(v)}' for k, v in data.items())}.\n")
+    provenance: dict[tuple[str, str, str], set[str]] = {}
+    for name, records in data.items():
+        for r in records:
+            provenance.setdefault((r["date"], r["commit"], r["machine"]), set()).add(name)
+    for (date, commit, machine), names in sorted(provenance.items()):
+        lines.append(f"Measured {date} at commit `{commit}` on {machine}: {', '.join(sorted(names))}.")
+    if data:
+        lines.append(f"\nSeeds per row: {', '.join(f'{k} {len(v)}' for k, v in data.items())}.\n")
     for study, title in (("turbo", "Tiny Turbo: AC-RF and its parts (mosaic style, 8-step samples, cfg 1)"), ("u1", "Tiny SenseNova-U1: the report's ablation (mosaic style, 50-step samples, cfg 4)")):
         rows = [r for r in STUDIES[study] if r.name in data]
         if not rows:
@@ -642,9 +654,9 @@ def build_table(results: Path) -> str:
         lines.append("| row | " + " | ".join(c[1] for c in columns) + " |")
         lines.append("|---|" + "---|" * len(columns))
         for r in rows:
-            lines.append(f"| {r.label} | " + " | ".join(cell([rec.get(c[0]) for rec in data[r.name]], c[2]) for c in columns) + " |")
+            lines.append(f"| {r.label} | " + " | ".join(cell([rec.get(c[0]) for rec in data[r.name]], c[2], c[3]) for c in columns) + " |")
         base = data[rows[0].name][0]
-        extra = f", 8-step drift {base['drift_base']:.4f}" if "drift_base" in base else ""
+        extra = f", 8-step drift {1e4 * base['drift_base']:.1f}e-4" if "drift_base" in base else ""
         lines += ["", f"Base model without a LoRA: content {100 * base['content_base']:.1f}%, held-out x0-MSE {base['x0_mse_base']:.4f}{extra}.", ""]
     lines += ["### Claims", "", "| claim | compared | metric | difference | verdict |", "|---|---|---|---|---|"]
     for name, ref, metric, better_when, expect, text in CLAIMS:
@@ -653,7 +665,7 @@ def build_table(results: Path) -> str:
         diff = mean_of(data[name], metric) - mean_of(data[ref], metric)
         spread = max(_spread(data[name], metric), _spread(data[ref], metric))
         seeds = min(len(data[name]), len(data[ref]))
-        lines.append(f"| {text} | {ROWS[name].label} vs {ROWS[ref].label} | {metric} | {diff:+.4f} (spread {spread:.4f}) | {verdict(diff, spread, better_when, expect, seeds)} |")
+        lines.append(f"| {text} | {ROWS[name].label} vs {ROWS[ref].label} | {metric} | {diff:+.3g} (spread {spread:.2g}) | {verdict(diff, spread, better_when, expect, seeds)} |")
     return "\n".join(lines) + "\n"
 
 
