@@ -360,10 +360,11 @@ class TrainingPreview(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False, tooltip="Noise seed, the same for every prompt and every preview so that steps compare; the training's own random streams are not touched."),
                 io.Int.Input("width", default=1024, min=16, max=16384, step=16, tooltip="Preview width in pixels (ignored when a latent is connected)."),
                 io.Int.Input("height", default=1024, min=16, max=16384, step=16, tooltip="Preview height in pixels (ignored when a latent is connected)."),
-                io.Int.Input("every_n_steps", default=100, min=0, max=1_000_000, tooltip="Preview every N optimizer updates, plus at the start and at the last step; 0: only at the start and at the end."),
+                io.Int.Input("every_n_steps", default=0, min=0, max=1_000_000, tooltip="Preview every N optimizer updates, plus at the start and at the last step. 0 (default): every every_percent % of the run instead."),
                 io.Conditioning.Input("negative", optional=True, tooltip="Negative prompt: one entry for all prompts or one per prompt. Not connected: zeros shaped like each prompt (as ConditioningZeroOut)."),
                 io.Latent.Input("latent", optional=True, tooltip="Optional LATENT (e.g. from an empty-latent node): only its size is used, replacing width and height; previews start from noise."),
                 io.Int.Input("drift_steps", default=0, min=0, max=10_000, optional=True, tooltip="Few-step drift (for step-distilled models such as Z-Image Turbo): also sample each prompt with this many steps (e.g. 32 against 8) and report the mean squared difference of the preview from it, at the start and at every preview (grid labels, PNG text, previews/drift.jsonl). A LoRA that breaks few-step sampling shows as rising drift. 0: off (no extra sampling)."),
+                io.Int.Input("every_percent", default=10, min=0, max=100, optional=True, tooltip="With every_n_steps 0: preview every this % of the run's updates (10: eleven previews, at 0%, 10%, ..., 100%; the step count follows from steps or epochs). 0 (and every_n_steps 0): only at the start and at the end."),
             ],
             outputs=[Preview.Output(display_name="preview", tooltip="Preview settings for the LoRA Trainer's preview input.")],
         )
@@ -374,13 +375,13 @@ class TrainingPreview(io.ComfyNode):
         return ranges if ranges is not True else validation_message(build_config, **kw)
 
     @classmethod
-    def execute(cls, positive, vae, sampler_name, scheduler, steps, cfg, seed, width, height, every_n_steps, negative=None, latent=None, drift_steps=0) -> io.NodeOutput:
+    def execute(cls, positive, vae, sampler_name, scheduler, steps, cfg, seed, width, height, every_n_steps, negative=None, latent=None, drift_steps=0, every_percent=10) -> io.NodeOutput:
         config = build_config(sampler_name=sampler_name, scheduler=scheduler, steps=steps, cfg=cfg, seed=seed, width=width, height=height, every_n_steps=every_n_steps,
-                              drift_steps=drift_steps)
+                              drift_steps=drift_steps, every_percent=every_percent)
         return io.NodeOutput(PreviewSettings(config, list(positive), vae, list(negative) if negative is not None else None, latent))
 
 
 def build_config(**widgets) -> PreviewConfig:
     """Node widgets -> :class:`PreviewConfig` (ConfigError naming the field)."""
-    keep = {k: widgets[k] for k in ("sampler_name", "scheduler", "steps", "cfg", "seed", "width", "height", "every_n_steps", "drift_steps") if widgets.get(k) is not None}
+    keep = {k: widgets[k] for k in ("sampler_name", "scheduler", "steps", "cfg", "seed", "width", "height", "every_n_steps", "drift_steps", "every_percent") if widgets.get(k) is not None}
     return PreviewConfig(**keep)

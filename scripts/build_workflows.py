@@ -326,6 +326,23 @@ def zimage_samples(wf: Workflow, model: Out, clip: Out, vae: Out, prompts: tuple
     return images, members
 
 
+def zimage_preview(wf: Workflow, clip: Out, vae: Out, prompts: tuple[str, ...], x: float, y: float, size: int, drift_steps: int = 32) -> Node:
+    """Training Preview of ``prompts`` as the Turbo is sampled (8 steps, cfg 1, euler/simple, seed 7), every 10% of the run,
+    with few-step drift against ``drift_steps`` steps; one CLIPTextEncode per prompt, joined by Conditioning Combine."""
+    conds = [wf.add("CLIPTextEncode", (x, y + i * 220), node_title=f"preview prompt {i + 1}", text=text, clip=clip) for i, text in enumerate(prompts)]
+    joined = conds[0]["CONDITIONING"]
+    for i, cond in enumerate(conds[1:], start=1):
+        joined = wf.add("ConditioningCombine", (x + 370, y + i * 220), conditioning_1=joined, conditioning_2=cond["CONDITIONING"])["CONDITIONING"]
+    return wf.add("FlowLoRATrainingPreview", (x + 370, y), node_title="Training Preview: every 10% of the run, 8 steps, drift vs 32",
+                  positive=joined, vae=vae, sampler_name="euler", scheduler="simple", steps=8, cfg=1.0, seed=7, width=size, height=size,
+                  every_n_steps=0, every_percent=10, drift_steps=drift_steps)
+
+
+def previews_grid(wf: Workflow, trainer: Node, x: float, y: float) -> Node:
+    """Shows the trainer's preview grid (rows: prompts, columns: steps); the PNGs themselves are saved beside the LoRA."""
+    return wf.add("PreviewImage", (x, y), size=(420, 300), node_title="previews while training (rows: prompts, columns: steps)", images=trainer["previews"])
+
+
 def before_after(wf: Workflow, base: Out, trained: Out, clip: Out, vae: Out, prompts: tuple[str, ...], size: int, column_labels: str, title: str, cell: int, prefix: str, group: str,
                  latent_type: str = "EmptySD3LatentImage") -> tuple[Out, Out]:
     """Z-Image samples of ``prompts`` from the base and the trained model, side by side in a labelled grid; returns both IMAGE batches."""
@@ -393,6 +410,12 @@ Charbonnier term, sigma clamped to [0.01, 0.99], L185-196); FFT of the velocity'
 complex spectrum (the code compares amplitudes of the x0 estimate, L212-266;
 `fft_space` x0 is one click away).
 
+**Targets**: the report's attention-only LoRA. In the tiny-world ablation
+(docs/ABLATION.md) the same recipe on every Linear (LoRA Config preset `all_linear`)
+learned the style far better (style score 0.97 against 0.64) with about the same
+content (53% against 55%) and less few-step drift, for 3x the training time: worth
+trying when a style does not take.
+
 **Output**: `models/loras/flowlora/acrf_zimage_turbo.safetensors` (+ `.log.jsonl`,
 resumable state). Press Cancel to stop and save; queue again with `resume` on.
 
@@ -456,14 +479,17 @@ def acrf_zimage_turbo() -> Workflow:
     recipe = acrf_recipe(wf, 840, 0)
     histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), node_title="timestep histogram", images=recipe["timesteps"]["histogram"])
     graph_anchors(wf, unet["MODEL"], recipe["timesteps"], 840, 1140)
+    prompts = ("a portrait photo of a woman with wavy hair by a harbour, pastel houses behind", "a red fox in fresh snow, soft morning light")
+    preview = zimage_preview(wf, clip["CLIP"], vae["VAE"], prompts, 1210, 1140, 1024)
+    wf.group("Previews while training", [preview], GROUP_COLOURS["samples"])
     trainer = wf.add(
         "FlowLoRALoraTrainer", (1980, 0), node_title="LoRA Trainer: batch 1, 10 epochs",
         model=adapter["MODEL"], apply_to=unet["MODEL"], dataset=dataset["dataset"],
         timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
         steps=500, epochs=10, batch_size=1, seed=0, training_dtype="bf16", gradient_checkpointing=True, save_every=0, output_name="flowlora/acrf_zimage_turbo", resume=False,
+        preview=preview["preview"],
     )
-    wf.group("4. Train", [trainer, histogram], GROUP_COLOURS["train"])
-    prompts = ("a portrait photo of a woman with wavy hair by a harbour, pastel houses behind", "a red fox in fresh snow, soft morning light")
+    wf.group("4. Train", [trainer, histogram, previews_grid(wf, trainer, 1980, 1100)], GROUP_COLOURS["train"])
     before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 1024, "before\nafter (AC-RF LoRA)",
                  "AC-RF LoRA on Z-Image Turbo: 8 steps, cfg 1, shift 3", 512, "flowlora/acrf_zimage_turbo", "5. Before / after (Turbo sampling)")
     plots(wf, [trainer["log"]], ["AC-RF"], 1980, 1500, "flowlora/acrf_zimage_turbo")
@@ -546,7 +572,7 @@ def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     return {"loader": loader, "vae": vae, "dataset": dataset, "lora": lora, "optimizer": optimizer}
 
 
-def u1_trainer(wf: Workflow, shared: dict[str, Node], recipe: dict[str, Node], name: str, x: float, y: float, folder: str = "flowlora/u1_") -> Node:
+def u1_trainer(wf: Workflow, shared: dict[str, Node], recipe: dict[str, Node], name: str, x: float, y: float, preview: Node, folder: str = "flowlora/u1_") -> Node:
     """One run's trainer; ``folder + name`` is its output name (the all-in-one graph uses its own, so running
     it after a single-run workflow never collides with that run's files)."""
     label, _, _, p_text, p_both = U1_RUNS[name]
@@ -555,8 +581,23 @@ def u1_trainer(wf: Workflow, shared: dict[str, Node], recipe: dict[str, Node], n
         model=shared["loader"]["MODEL"], dataset=shared["dataset"]["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"],
         lora=shared["lora"]["lora"], optimizer=shared["optimizer"]["optimizer"],
         steps=6000, epochs=0, batch_size=1, seed=U1_SEED, p_text=p_text, p_both=p_both, training_dtype="bf16", gradient_checkpointing=True, save_every=500,
-        output_name=f"{folder}{name}", resume=False,
+        output_name=f"{folder}{name}", resume=False, preview=preview["preview"],
     )
+
+
+def u1_preview(wf: Workflow, shared: dict[str, Node], conds: list[Node], size: int, x: float, y: float) -> Node:
+    """Training Preview of the fixed prompts as the report samples them (50-step Euler, cfg 4, seed 42), every 10% of the run."""
+    joined = conds[0]["positive"]
+    members = []
+    for i, cond in enumerate(conds[1:], start=1):
+        combine = wf.add("ConditioningCombine", (x, y + i * 120), conditioning_1=joined, conditioning_2=cond["positive"])
+        members.append(combine)
+        joined = combine["CONDITIONING"]
+    preview = wf.add("FlowLoRATrainingPreview", (x, y + len(conds) * 120), node_title="Training Preview: every 10% of the run, 50 steps, cfg 4",
+                     positive=joined, negative=conds[0]["negative"], vae=shared["vae"]["VAE"], sampler_name="euler", scheduler="simple", steps=50, cfg=4.0, seed=U1_SEED,
+                     width=size, height=size, every_n_steps=0, every_percent=10, drift_steps=0)
+    wf.group("Previews while training", [*members, preview], GROUP_COLOURS["samples"])
+    return preview
 
 
 def u1_samples(wf: Workflow, model: Out, shared: dict[str, Node], conds: list[Node], latent: Node, x: float, y: float, label: str) -> tuple[Out, list[Node]]:
@@ -591,15 +632,16 @@ def u1_run(name: str) -> Workflow:
     shared = u1_shared(wf, 0, 0)
     recipe = u1_recipe(wf, name, 780, 0)
     wf.group(f"3. Run {label}", list(recipe.values()), GROUP_COLOURS["recipe"])
-    trainer = u1_trainer(wf, shared, recipe, name, 1160, 0)
-    wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
     conds, latent = u1_prompts(wf, shared, 1560, 0)
+    preview = u1_preview(wf, shared, conds, 1024, 780, 1300)
+    trainer = u1_trainer(wf, shared, recipe, name, 1160, 0, preview)
+    wf.group("4. Train", [trainer, previews_grid(wf, trainer, 1160, 1300)], GROUP_COLOURS["train"])
     base, b_nodes = u1_samples(wf, shared["loader"]["MODEL"], shared, conds, latent, 1940, 0, "base")
     after, a_nodes = u1_samples(wf, trainer["model"], shared, conds, latent, 1940, 960, label)
     grid = wf.add("FlowLoRAImageGrid", (2700, 0), images_1=base, images_2=after, column_labels=f"base\n{label}", row_labels="\n".join(U1_PROMPTS), title=f"SenseNova-U1 {label}: 50-step Euler, cfg 4, shift 3, seed {U1_SEED}", cell_size=384)
     save = wf.add("SaveImage", (2700, 420), size=(520, 520), images=grid["grid"], filename_prefix=f"flowlora/u1_{name}/samples")
     wf.group("5. Samples", [*b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
-    plots(wf, [trainer["log"]], [label], 1160, 1900, f"flowlora/u1_{name}")
+    plots(wf, [trainer["log"]], [label], 1160, 2000, f"flowlora/u1_{name}")
     return wf
 
 
@@ -627,13 +669,14 @@ def u1_ablation_all() -> Workflow:
     wf = Workflow("u1_ablation_all")
     wf.note(ALL_NOTE, (-520, 0), (480, 600), title="Read me: the whole U1 ablation")
     shared = u1_shared(wf, 0, 0)
+    conds, latent = u1_prompts(wf, shared, 0, 1300)
+    preview = u1_preview(wf, shared, conds, 1024, 400 + 7 * 760, 0)
     trainers = {}
     for i, name in enumerate(U1_RUNS):
         recipe = u1_recipe(wf, name, 780 + i * 760, 0)
-        trainer = u1_trainer(wf, shared, recipe, name, 1160 + i * 760, 0, folder="flowlora/u1_ablation/")
+        trainer = u1_trainer(wf, shared, recipe, name, 1160 + i * 760, 0, preview, folder="flowlora/u1_ablation/")
         wf.group(f"Run {U1_RUNS[name][0]}", [*recipe.values(), trainer], GROUP_COLOURS["recipe"])
         trainers[name] = trainer
-    conds, latent = u1_prompts(wf, shared, 0, 1300)
     columns, members = [], []
     base, nodes = u1_samples(wf, shared["loader"]["MODEL"], shared, conds, latent, 400, 1300, "base")
     columns.append(base)
@@ -759,13 +802,16 @@ def tinyworld_zimage() -> Workflow:
     recipe["lora"].title = "LoRA r8 / a8 on to_q, to_k, to_v, to_out"
     recipe["optimizer"].values.update(optimizer="adamw", learning_rate=1e-3, grad_accumulation=1)
     recipe["optimizer"].title = "AdamW 1e-3 (tiny model), cosine w/ restarts"
+    prompts = tinyworld_prompts()
+    preview = zimage_preview(wf, clip["CLIP"], vae["VAE"], prompts[:4], 840, 1140, 64)
+    wf.group("Previews while training", [preview], GROUP_COLOURS["samples"])
     trainer = wf.add(
         "FlowLoRALoraTrainer", (1980, 0), node_title=f"LoRA Trainer: {TINYWORLD_STEPS} updates",
         model=unet["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
         steps=TINYWORLD_STEPS, epochs=0, batch_size=4, seed=0, training_dtype="fp32", gradient_checkpointing=False, save_every=100, output_name=f"flowlora/tinyworld_{TINYWORLD_STYLE}", resume=False, overwrite=True,
+        preview=preview["preview"],
     )
-    wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
-    prompts = tinyworld_prompts()
+    wf.group("4. Train", [trainer, previews_grid(wf, trainer, 1980, 1100)], GROUP_COLOURS["train"])
     before, after = before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 64, "before\nafter",
                                  f"Tiny-world Turbo, {TINYWORLD_STYLE} LoRA: 8 steps, cfg 1, seed 7 (held-out prompts)", 128, f"flowlora/tinyworld_{TINYWORLD_STYLE}", "5. Before / after", "EmptyChromaRadianceLatentImage")
     y = 330 * len(prompts) * 2 + 300
@@ -811,16 +857,17 @@ def tinyworld_u1() -> Workflow:
     wf.group("2. Dataset and shared settings", [dataset, lora, optimizer], GROUP_COLOURS["data"])
     recipe = u1_recipe(wf, "baseline", 840, 0)
     wf.group("3. The report's release recipe (baseline)", list(recipe.values()), GROUP_COLOURS["recipe"])
+    shared = {"loader": loader, "vae": vae}
+    prompts = tinyworld_prompts()
+    conds = [wf.add("FlowLoRAU1PromptEncode", (1660, i * 260), node_title=f"prompt {i + 1}", text_encoder=loader["text_encoder"], prompt=text, think="") for i, text in enumerate(prompts)]
+    preview = u1_preview(wf, shared, conds[:4], 64, 840, 1300)
     trainer = wf.add(
         "FlowLoRALoraTrainer", (1260, 0), node_title=f"LoRA Trainer: {TINYWORLD_U1_STEPS} steps",
         model=loader["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=lora["lora"], optimizer=optimizer["optimizer"],
         steps=TINYWORLD_U1_STEPS, epochs=0, batch_size=1, seed=0, p_text=0.0, p_both=0.0, training_dtype="fp32", gradient_checkpointing=False, save_every=100,
-        output_name=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}", resume=False, overwrite=True,
+        output_name=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}", resume=False, overwrite=True, preview=preview["preview"],
     )
-    wf.group("4. Train", [trainer], GROUP_COLOURS["train"])
-    shared = {"loader": loader, "vae": vae}
-    prompts = tinyworld_prompts()
-    conds = [wf.add("FlowLoRAU1PromptEncode", (1660, i * 260), node_title=f"prompt {i + 1}", text_encoder=loader["text_encoder"], prompt=text, think="") for i, text in enumerate(prompts)]
+    wf.group("4. Train", [trainer, previews_grid(wf, trainer, 1260, 1100)], GROUP_COLOURS["train"])
     latent = wf.add("EmptyChromaRadianceLatentImage", (1660, len(prompts) * 260), node_title="64 x 64 pixels", width=64, height=64, batch_size=1)
     before, b_nodes = u1_samples(wf, loader["MODEL"], shared, conds, latent, 2040, 0, "before")
     after, a_nodes = u1_samples(wf, trainer["model"], shared, conds, latent, 2040, 300 * len(prompts) + 100, "after")

@@ -238,6 +238,20 @@ def test_preview_node_validation_names_the_field(trainer_env):
     assert TrainingPreview.validate_inputs(steps=0).startswith("steps = 0: must lie in [1, 10000]")
     assert TrainingPreview.validate_inputs(sampler_name="nope").startswith("sampler_name = 'nope': must be one of")
     assert TrainingPreview.validate_inputs(every_n_steps=-1).startswith("every_n_steps = -1")
+    assert TrainingPreview.validate_inputs(every_percent=101).startswith("every_percent = 101")
+
+
+def test_previews_fall_every_tenth_of_the_run_by_default(trainer_env):
+    from flowlora.trainer_core.previews import PreviewConfig
+
+    def steps(config: PreviewConfig, total: int, start: int = 0) -> list[int]:
+        return [s for s in range(start, total + 1) if config.due(s, start, total)]
+
+    assert steps(PreviewConfig(), 600) == list(range(0, 601, 60))  # 0%, 10%, ..., 100%
+    assert steps(PreviewConfig(), 25) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 25]  # round(2.5) = 2, and the last step
+    assert steps(PreviewConfig(), 600, start=250) == [250, 300, 360, 420, 480, 540, 600]  # a resumed run keeps the run's grid
+    assert steps(PreviewConfig(every_n_steps=200), 600) == [0, 200, 400, 600]  # a fixed interval wins over the share
+    assert steps(PreviewConfig(every_percent=0), 600) == [0, 600]
 
 
 def test_u1_previews_with_unfrozen_tensors_and_a_noise_adding_sampler(trainer_env, tmp_path_factory):

@@ -53,7 +53,9 @@ class PreviewConfig:
     ``sampler_name``/``scheduler``: names from the host's sampler and scheduler
     lists; ``steps``, ``cfg``, ``seed``: the sampler's; ``width``/``height``:
     image size in pixels; ``every_n_steps``: optimizer updates between
-    previews (0: only at the start and at the end); ``drift_steps``: also
+    previews; with ``every_n_steps`` 0, ``every_percent`` of the run's updates
+    between previews (10: at 0%, 10%, ..., 100%; both 0: only at the start and
+    at the end); ``drift_steps``: also
     sample each prompt with this many steps and report the preview's
     :func:`drift` from it (0: off).
     """
@@ -65,8 +67,9 @@ class PreviewConfig:
     seed: int = 0
     width: int = 1024
     height: int = 1024
-    every_n_steps: int = 100
+    every_n_steps: int = 0
     drift_steps: int = 0
+    every_percent: int = 10
 
     SCHEMA: ClassVar[int] = 1
 
@@ -78,12 +81,20 @@ class PreviewConfig:
         require(self.seed >= 0, "seed", self.seed, "must be >= 0")
         require(self.width >= 1, "width", self.width, "must be >= 1")
         require(self.height >= 1, "height", self.height, "must be >= 1")
-        require(self.every_n_steps >= 0, "every_n_steps", self.every_n_steps, "must be >= 0 (0: only at the start and at the end)")
+        require(self.every_n_steps >= 0, "every_n_steps", self.every_n_steps, "must be >= 0 (0: every every_percent % of the run)")
+        require(0 <= self.every_percent <= 100, "every_percent", self.every_percent, "must lie in [0, 100] (0 with every_n_steps 0: only at the start and at the end)")
         require(self.drift_steps >= 0, "drift_steps", self.drift_steps, "must be >= 0 (0: no drift measurement)")
+
+    def interval(self, total: int) -> int:
+        """Updates between previews of a run of ``total`` updates (0: none between the start and the end)."""
+        if self.every_n_steps > 0:
+            return self.every_n_steps
+        return max(1, round(total * self.every_percent / 100)) if self.every_percent > 0 else 0
 
     def due(self, step: int, start: int, total: int) -> bool:
         """Whether a run that started at update ``start`` and ends at ``total`` previews after update ``step``."""
-        return step == start or step == total or (self.every_n_steps > 0 and step % self.every_n_steps == 0)
+        every = self.interval(total)
+        return step == start or step == total or (every > 0 and step % every == 0)
 
     def to_dict(self) -> dict:
         return {"schema": self.SCHEMA, **asdict(self)}

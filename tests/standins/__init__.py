@@ -88,6 +88,10 @@ def adapt_for_test(prompt: dict) -> dict:
             inputs.update(steps=U1_TRAIN_STEPS, save_every=2)
         elif kind == "KSampler" and inputs.get("steps") == 50:
             inputs.update(steps=U1_SAMPLE_STEPS)
+        elif kind == "FlowLoRATrainingPreview":
+            inputs.update(width=TEST_IMAGE, height=TEST_IMAGE)
+            if inputs.get("steps") == 50:
+                inputs.update(steps=U1_SAMPLE_STEPS)
         elif kind == "FlowLoRAImageGrid":
             inputs.update(cell_size=96)
         out[node_id] = node
