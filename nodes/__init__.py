@@ -15,11 +15,12 @@ from .style import StyleDistance
 from .timesteps import TimestepSampler
 from .trainer import LoraTrainer
 from .u1 import U1_NODES
+from .validation import ValidationNode
 
 NODES: list[type[io.ComfyNode]] = [TimestepSampler, LossBuilder, OptimizerConfigNode]
 NODES += U1_NODES
 NODES += LORA_NODES
-NODES += [DatasetNode, LoraTrainer, TrainingPreview]
+NODES += [DatasetNode, LoraTrainer, TrainingPreview, ValidationNode]
 NODES += [TrainingPlots, ImageGrid, StyleDistance]
 NODES += [LoraStrengthGrid]
 

@@ -7,9 +7,9 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..trainer_core import plots
+from ..trainer_core import plots, validation
 from ..trainer_core.errors import ConfigError
-from ..trainer_core.figures import CURVES, summary_lines, training_charts
+from ..trainer_core.figures import CURVES, summary_lines, training_charts, validation_chart
 from ..trainer_core.logs import TrainingLog
 from . import charts, figures
 from .trainer import Log_
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 MAX_RUNS = 6
 """Logs (and image columns) a node takes: ``log`` / ``images_1`` plus five optional ones."""
 
-OUTPUTS = (*CURVES, "t_histogram", "routes", "sheet")
+OUTPUTS = (*CURVES, "t_histogram", "routes", "sheet", "validation")
 """The Training Plots node's outputs, in order."""
 
 
@@ -39,15 +39,17 @@ def run_labels(text: str, defaults: list[str]) -> list[str]:
     return [line or default for line, default in zip(lines, defaults, strict=True)]
 
 
-def render(runs: list[tuple[str, plots.StepSeries]], window: int) -> dict[str, torch.Tensor]:
+def render(runs: list[tuple[str, plots.StepSeries]], window: int, validations: list[validation.ValidationSeries | None] | None = None) -> dict[str, torch.Tensor]:
     """Every chart of :class:`TrainingPlots` for ``(label, series)`` runs; IMAGE ``(1, H, W, 3)`` each, keyed by :data:`OUTPUTS`.
 
     The charts' data come from :func:`trainer_core.figures.training_charts`;
-    ``sheet`` tiles the five with a per-run summary.
+    ``sheet`` tiles the five with a per-run summary. ``validations``: each run's
+    validation series (or None), drawn by :func:`trainer_core.figures.validation_chart`.
     """
     out = {name: figures.render(chart) for name, chart in training_charts(runs, window).items()}
     summary = charts.text_panel("Runs", summary_lines(runs, window))
     out["sheet"] = charts.sheet([*out.values(), summary])
+    out["validation"] = figures.render(validation_chart([(label, v) for (label, _), v in zip(runs, validations or [None] * len(runs), strict=True)]))
     return out
 
 
@@ -66,7 +68,7 @@ class TrainingPlots(io.ComfyNode):
             node_id=f"{PREFIX}TrainingPlots",
             display_name="Training Plots (FlowLoRA)",
             category=CATEGORY,
-            description="The U1 ablation report's training figures from one or several training logs: x0-MSE, active loss and v-MSE with a moving average, the sampled t histogram and condition-dropout routing counts, runs overlaid with a legend.",
+            description="The U1 ablation report's training figures from one or several training logs: x0-MSE, active loss and v-MSE with a moving average, the sampled t histogram and condition-dropout routing counts, runs overlaid with a legend; and the validation loss per sigma band of runs trained with a Validation node.",
             inputs=[
                 Log_.Input("log", tooltip="Training log from a LoRA Trainer node."),
                 *logs,
@@ -78,6 +80,7 @@ class TrainingPlots(io.ComfyNode):
                 io.Image.Output(display_name="t_histogram", tooltip="Histogram of every sampled t = 1 - sigma per run, with its mean (report Fig. 4)."),
                 io.Image.Output(display_name="routes", tooltip="Cumulative cond vs unconditional samples per run over steps (report Fig. 5)."),
                 io.Image.Output(display_name="sheet", tooltip="The five charts and a per-run summary on one image."),
+                io.Image.Output(display_name="validation", tooltip="Validation x0-MSE vs step, one curve per sigma band, for runs trained with a Validation node (a note when none was)."),
             ],
         )
 
@@ -85,14 +88,15 @@ class TrainingPlots(io.ComfyNode):
     def execute(cls, log: TrainingLog, window: int = 121, labels: str = "", **more) -> io.NodeOutput:
         logs = [value for _, value in _connected("log", log, more, "log_")]
         names = run_labels(labels or "", [entry.label for entry in logs])
-        runs = []
+        runs, validations = [], []
         for name, entry in zip(names, logs, strict=True):
             try:
                 runs.append((name, plots.aggregate_steps(entry.records())))
+                validations.append(validation.series(entry.validation_records()))
             except ConfigError as e:
                 raise ConfigError(f"log {name!r} ({entry.log_path})", e.value, f"{e.field}: {e.problem}") from e
         logger.info("plotting %d run(s), window %d", len(runs), window)
-        out = render(runs, window)
+        out = render(runs, window, validations)
         return io.NodeOutput(*(out[k] for k in OUTPUTS))
 
 

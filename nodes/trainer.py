@@ -18,6 +18,7 @@ from comfy_api.latest import io
 
 from .. import trainer_core
 from ..trainer_core import files, step_saves
+from ..trainer_core import validation as validation_core
 from ..trainer_core.batching import EpochBatches
 from ..trainer_core.checkpointing import checkpointed
 from ..trainer_core.data.buckets import Bucket
@@ -31,7 +32,8 @@ from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
 from .lora_patch import apply_lora, load_lora_file
 from .preview import Previewer, PreviewSettings, placeholder
-from .types import CATEGORY, PREFIX, Loss, Preview, Timesteps, check_inputs, validation_message
+from .types import CATEGORY, PREFIX, Loss, Preview, Timesteps, Validation, check_inputs, validation_message
+from .validation import ValidationSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class LoraTrainer(io.ComfyNode):
                 io.Conditioning.Input("empty_prompt", optional=True, tooltip="Conditioning of the empty prompt, for condition dropout (a dataset carries its own)."),
                 io.Model.Input("apply_to", optional=True, tooltip="Model the output MODEL applies the trained LoRA to (default: 'model'). Connect the base model here when 'model' carries a training-only adapter, e.g. a de-distillation LoRA for Z-Image Turbo."),
                 Preview.Input("preview", optional=True, tooltip="A Training Preview node: samples its prompts with ComfyUI's KSampler on the output MODEL with the LoRA as it stands, at the start, every N steps and at the end; shown on this node while it trains and saved in <output_name>/previews beside the LoRA. Training is the same with or without it."),
+                Validation.Input("validation", optional=True, tooltip="A Validation node: scores its held-out dataset at a fixed sigma grid with fixed noise, at the start, every N steps and at the end; written to <output_name>.val.jsonl beside the log and plotted by Training Plots (one curve per sigma). Training is the same with or without it."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="'apply_to' (or the input model) with the trained LoRA applied as an ordinary LoRA patch."),
@@ -117,10 +120,12 @@ class LoraTrainer(io.ComfyNode):
         return dropout if dropout is not True else validation_message(output_path, output_name, resume, overwrite)
 
     @classmethod
-    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None, preview=None) -> io.NodeOutput:
+    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None, preview=None, validation=None) -> io.NodeOutput:
         training.require_flow_model(model)
         if preview is not None:
             preview.check(apply_to if apply_to is not None else model)
+        if validation is not None:
+            validation.check(model)
         if dataset is None:
             if latents is None or positive is None:
                 raise ConfigError("dataset", None, "connect a FlowLoRA Dataset, or both latents and positive")
@@ -132,7 +137,7 @@ class LoraTrainer(io.ComfyNode):
         result, adapters_summary, grid = run_training(
             model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed,
             ConditionDropout(p_text, p_both), training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id,
-            preview=preview, apply_to=apply_to,
+            preview=preview, apply_to=apply_to, validation=validation,
         )
         if result.stopped:
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -140,7 +145,8 @@ class LoraTrainer(io.ComfyNode):
         trained, unloaded = applied.model, applied.not_loaded()
         if unloaded:
             raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")
-        run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary})
+        run_log = TrainingLog(label=os.path.basename(stem), log_path=stem + training.LOG_SUFFIX, lora_path=lora_path, steps=result.steps, stopped=result.stopped, config={"lora": adapters_summary},
+                              validation_path=stem + validation_core.SUFFIX if validation is not None else "")
         return io.NodeOutput(trained, lora_path, run_log, grid)
 
 
@@ -161,12 +167,13 @@ def output_path(output_name: str, resume: bool, overwrite: bool) -> str:
 
 
 def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, dropout, training_dtype, gradient_checkpointing, save_every, lora_path, stem, resume, node_id,
-                 preview: PreviewSettings | None = None, apply_to=None):
+                 preview: PreviewSettings | None = None, apply_to=None, validation: ValidationSettings | None = None):
     """Load the model through ComfyUI's model management, attach adapters, run the loop.
 
     Returns ``(TrainResult, adapters summary, previews grid IMAGE)``; with ``preview``, a
     :class:`Previewer` renders on the output model (``apply_to`` or ``model``) at the start,
-    on its schedule and at the end.
+    on its schedule and at the end; with ``validation``, a :class:`validation_core.Validator` scores
+    the held-out set on the training model at the start, on its schedule and at the end.
     """
     patcher = model.clone()
     with training.training_mode():
@@ -222,10 +229,21 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
                 lambda step, image: progress.update_absolute(step, total, ("PNG", image, _preview_size())),
             )
 
+        denoiser = _network_x0(training.ComfyDenoiser(patcher, device), patcher)
+        add_noise = training.noise_fn(patcher)
+        validator = None
+        if validation is not None:
+            validator = validation_core.Validator(
+                validation.config, validation.held_out(patcher.model.process_latent_in), denoiser, add_noise, stem + validation_core.SUFFIX,
+                total, device, DTYPES[training_dtype], [patcher.model, adapters],
+            )
+
         kept_saves = step_saves_folder(stem)
 
         def on_start(step: int) -> None:
             step_saves.remove_after(kept_saves, step)  # an earlier or killed run's; this run saves those steps again
+            if validator is not None:
+                validator.at_start(step)
             if previewer is not None:
                 previewer.at_start(step)
 
@@ -249,11 +267,15 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             _progress_text(text, node_id)
             if record["step"] % 10 == 0 or record["step"] == total:
                 log.info("FlowLoRA %s", text)
+            if validator is not None:
+                validator.after_update(record["step"])
+                if validator.last is not None and validator.last["step"] == record["step"]:
+                    _progress_text(f"{text}  validation x0-MSE {validator.last['mean']:.4f}", node_id)
             if previewer is not None:
                 previewer.after_update(record["step"])
 
         task = TrainTask(
-            denoiser=_network_x0(training.ComfyDenoiser(patcher, device), patcher),
+            denoiser=denoiser,
             data=batches,
             trainable=_Trainable(adapters),
             timesteps=timesteps,
@@ -265,7 +287,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             state_path=stem + training.STATE_SUFFIX,
             device=device,
             uncond=uncond,
-            noise_fn=training.noise_fn(patcher),
+            noise_fn=add_noise,
             on_start=on_start,
             on_update=on_update,
             should_stop=comfy.model_management.processing_interrupted,

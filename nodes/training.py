@@ -158,7 +158,7 @@ WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10
 """Device names Windows refuses as a file name, with any extension (``CON.safetensors``)."""
 FORBIDDEN_CHARACTERS = '<>:"|?*'
 """Characters Windows refuses in names; refused everywhere so that shared workflows work on every system."""
-OUTPUT_SUFFIXES = (".safetensors", STATE_SUFFIX, LOG_SUFFIX)
+OUTPUT_SUFFIXES = (".safetensors", STATE_SUFFIX, LOG_SUFFIX, ".val.jsonl")
 """Files a training run writes at ``<models/loras>/<output_name><suffix>``."""
 
 

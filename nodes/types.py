@@ -17,6 +17,9 @@ Loss = io.Custom("FLOWLORA_LOSS")
 Preview = io.Custom("FLOWLORA_PREVIEW")
 """A :class:`nodes.preview.PreviewSettings` (prompts, VAE and :class:`trainer_core.previews.PreviewConfig`)."""
 
+Validation = io.Custom("FLOWLORA_VALIDATION")
+"""A :class:`nodes.validation.ValidationSettings` (held-out dataset and :class:`trainer_core.validation.ValidationConfig`)."""
+
 PREFIX = "FlowLoRA"
 """Node-id prefix; never change it, saved workflows refer to node ids."""
 

@@ -152,8 +152,8 @@ def colour_mask(image: torch.Tensor, colour) -> np.ndarray:
 def test_plots_node_renders_every_figure(nodes, three_runs, tmp_path):
     plot_nodes, _ = nodes
     out = plot_nodes.TrainingPlots.execute(log=three_runs[0], log_2=three_runs[1], log_4=three_runs[2], window=21, labels="").result
-    assert len(out) == 6 == len(plot_nodes.OUTPUTS)
-    *figures, sheet = out
+    assert len(out) == 7 == len(plot_nodes.OUTPUTS)
+    *figures, sheet, _validation = out  # validation: tests/test_validation_loss.py
     for image in figures:
         assert image.shape == (1, 512, 768, 3) and image.dtype == torch.float32
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0

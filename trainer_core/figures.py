@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import plots
 from .errors import require
+
+if TYPE_CHECKING:  # annotations only: this module stays free of torch
+    from .validation import ValidationSeries
 
 Colour = int | str
 """A run index (0-based: one palette colour per run) or a role: ``"ink"``, ``"bar"`` or ``"mark"``."""
@@ -179,6 +183,39 @@ def training_charts(runs: Sequence[tuple[str, plots.StepSeries]], window: int) -
     out["t_histogram"] = t_histogram_chart(runs)
     out["routes"] = routes_chart(runs)
     return out
+
+
+RUN_STYLES = ("bold", "dashed", "faint")
+"""Line style of each run in the validation chart (cycled), whose colours are the sigma bands."""
+
+
+def validation_chart(runs: Sequence[tuple[str, ValidationSeries | None]]) -> Chart:
+    """Validation x0-MSE over steps: one line per sigma band (its colour), one line style per run.
+
+    ``runs``: ``(label, series)``, series None for a run without validation
+    records. The plotted ``y`` of band ``j`` is ``series.x0_mse[:, j]`` exactly.
+    """
+    present = [(i, label, s) for i, (label, s) in enumerate(runs) if s is not None and len(s.steps)]
+    if not present:
+        return Chart("Validation loss", "step", "x0-MSE", ("No validation records: connect a Validation (FlowLoRA) node to the LoRA Trainer's validation input.",))
+    lines, seen = [], set()
+    for k, (_, _, s) in enumerate(present):
+        for j, sigma in enumerate(s.sigmas):
+            name = f"σ {sigma:g}"
+            lines.append(Line(name if name not in seen else "", j, s.steps.astype(np.float64), s.x0_mse[:, j], RUN_STYLES[k % len(RUN_STYLES)]))
+            seen.add(name)
+    legend = tuple((label, "ink", RUN_STYLES[k % len(RUN_STYLES)]) for k, (_, label, _) in enumerate(present)) if len(present) > 1 else ()
+    steps = [float(v) for _, _, s in present for v in s.steps]
+    low, high = min(steps), max(steps)
+    ys = [line.y for line in lines]
+    title = "Validation loss" + (f": {present[0][1]}" if len(present) == 1 else "")
+    return Chart(
+        title, "step", "x0-MSE (log scale)",
+        ("Held-out x0-MSE at fixed sigma and fixed noise, one colour per sigma band (sigma = 1 is pure noise)"
+         + ("; one line style per run." if len(present) > 1 else "."),),
+        lines=tuple(lines), log_y=True, x_limits=(low - 1.0, high + 1.0) if high <= low else (low, high),
+        y_limits=robust_limits(ys, True), legend=legend,
+    )
 
 
 def summary_lines(runs: Sequence[tuple[str, plots.StepSeries]], window: int) -> list[str]:

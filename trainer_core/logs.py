@@ -3,7 +3,9 @@
 Each record holds ``step`` (optimizer update, 1-based), ``micro``, ``loss``
 (active loss, batch mean), ``x0_mse``, ``v_mse``, per-sample ``sigma``, ``t``
 (= 1 - sigma), ``route`` (cond / drop_text / drop_both), ``sample_loss``,
-``sources``, and the update's ``lr`` and ``grad_norm``.
+``sources``, and the update's ``lr`` and ``grad_norm``. Validation loss is
+kept in a file of its own beside it (:mod:`.validation`), so readers of this
+log see training records only.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ class TrainingLog:
     steps: int
     stopped: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    validation_path: str = ""
+    """The run's validation records (``<stem>.val.jsonl``, :mod:`.validation`); empty: none."""
 
     def records(self) -> list[dict[str, Any]]:
         return read_records(self.log_path)
+
+    def validation_records(self) -> list[dict[str, Any]]:
+        """The run's validation records ([] without a Validation node or before its first evaluation)."""
+        from . import validation
+
+        return validation.read_records(self.validation_path) if self.validation_path else []
 
 
 def read_records(path: str) -> list[dict[str, Any]]:

@@ -553,7 +553,7 @@ def figures(results: Path, out: Path) -> list[Path]:
         if logged:
             logs = [TrainingLog(r.label, str(results / r.name / "seed0" / "log.jsonl"), "", 0) for r in logged]
             outputs = TrainingPlots.execute(logs[0], window=21, labels="\n".join(r.label for r in logged), **{f"log_{i}": log for i, log in enumerate(logs[1:], start=2)}).result
-            for name, image in zip(("x0_mse", "loss", "v_mse", "t_histogram", "routes", "sheet"), outputs, strict=True):
+            for name, image in zip(("x0_mse", "loss", "v_mse", "t_histogram", "routes", "sheet"), outputs[:6], strict=True):  # [6]: validation (none here)
                 written.append(save(image, out / f"{study}_plots_{name}.png"))
     return written
 
