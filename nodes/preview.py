@@ -58,6 +58,7 @@ from typing import Any
 
 import comfy.model_management
 import comfy.samplers
+import comfy.utils
 import numpy as np
 import torch
 from comfy_api.latest import io
@@ -181,19 +182,44 @@ def _shapes(conditioning: list | None) -> str:
 
 
 @contextlib.contextmanager
+def sampler_progress_muted() -> Iterator[None]:
+    """Keep the sampler's step count off the trainer's progress bar while a preview samples.
+
+    KSampler's callback makes a ``comfy.utils.ProgressBar`` of its own (8 steps,
+    say), which reports to the running node, the trainer: the frontend's bar and
+    any client following the websocket would jump from "step 180/600" to "3/8".
+    A ProgressBar takes the global hook when it is made, so while previews sample
+    the hook keeps only its cancel check (``throw_exception_if_processing_interrupted``,
+    what main.py's hook does first; the same in 0.3.75 and 0.33); the trainer's
+    own bar, made before, still reports and shows the preview images.
+    """
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+
+    def cancel_check_only(value, total, preview=None, prompt_id=None, node_id=None):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    comfy.utils.set_progress_bar_global_hook(cancel_check_only)
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+
+
+@contextlib.contextmanager
 def sampling_context(model) -> Iterator[None]:
     """Sample ``model`` (a ModelPatcher) as the stock KSampler would, inside a training run, and leave the run as it was.
 
     No autograd, no autocast, the host's training flag off, every module in eval
     mode (each module's own flag restored after), torch's global RNG (and the
-    CUDA device's) forked.
+    CUDA device's) forked, the sampler's own progress kept off the trainer's bar
+    (:func:`sampler_progress_muted`).
     """
     device = torch.device(model.load_device)
     modules = list(model.model.modules())
     modes = [m.training for m in modules]
     devices = [device.index or 0] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), torch.autocast(device.type, enabled=False), compat.training_flag(False):
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), torch.autocast(device.type, enabled=False), compat.training_flag(False), sampler_progress_muted():
             model.model.eval()
             yield
     finally:

@@ -26,7 +26,7 @@ def drift_runs(trainer_env):
     latents, train_positive = data(9)
     kw = run_settings(steps=STEPS)
     out = {}
-    with recording() as (decoded, _):
+    with recording() as (decoded, _, _):
         for name, drift_steps in (("many", MANY), ("same", FEW)):
             preview = preview_node(vae, positive, negative, steps=FEW, every_n_steps=2, drift_steps=drift_steps)
             out[name] = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=train_positive, preview=preview, **{**kw, "output_name": f"drift/{name}"}).result

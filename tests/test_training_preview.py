@@ -62,12 +62,13 @@ def run_settings(**changes):
 
 @contextlib.contextmanager
 def recording():
-    """Yields ``(decoded, sent)``: every preview image the trainer decodes (float IMAGE, before PNG rounding),
-    and every PNG preview it sends through ComfyUI's progress-bar hook (what the server forwards to the frontend)."""
+    """Yields ``(decoded, sent, progress)``: every preview image the trainer decodes (float IMAGE, before PNG rounding),
+    every PNG preview it sends through ComfyUI's progress-bar hook (what the server forwards to the frontend), and
+    ``(value, total)`` of every call of that hook."""
     import comfy.utils
     from flowlora.nodes import preview as preview_module
 
-    decoded, sent = [], []
+    decoded, sent, progress = [], [], []
     real_decode = preview_module.decode
 
     def spy(vae_, samples):
@@ -76,6 +77,7 @@ def recording():
         return out
 
     def hook(value, total, image, prompt_id=None, node_id=None):
+        progress.append((value, total))
         if image is not None and image[0] == "PNG":
             sent.append((value, total, image))
 
@@ -83,7 +85,7 @@ def recording():
     saved_hook = comfy.utils.PROGRESS_BAR_HOOK
     comfy.utils.set_progress_bar_global_hook(hook)
     try:
-        yield decoded, sent
+        yield decoded, sent, progress
     finally:
         preview_module.decode = real_decode
         comfy.utils.set_progress_bar_global_hook(saved_hook)
@@ -98,11 +100,11 @@ def runs(trainer_env):
     positive, negative = prompts()
     preview = preview_node(vae, positive, negative)
     latents, train_positive = data(9)
-    with recording() as (decoded, sent):
+    with recording() as (decoded, sent, progress):
         on = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=train_positive, preview=preview, **run_settings(output_name="preview/on")).result
     off = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=train_positive, **run_settings(output_name="preview/off")).result
     short = Trainer.execute(model=tiny_models.tiny_zimage(0), latents=latents, positive=train_positive, **run_settings(steps=EVERY, output_name="preview/short")).result
-    return dict(env=trainer_env, vae=vae, positive=positive, negative=negative, preview=preview, on=on, off=off, short=short, decoded=decoded, sent=sent)
+    return dict(env=trainer_env, vae=vae, positive=positive, negative=negative, preview=preview, on=on, off=off, short=short, decoded=decoded, sent=sent, progress=progress)
 
 
 def test_previews_every_2_steps_write_files_grid_and_reach_the_frontend(runs):
@@ -133,6 +135,8 @@ def test_previews_every_2_steps_write_files_grid_and_reach_the_frontend(runs):
     # sent while training ran, through ComfyUI's progress bar: one labelled strip per previewed step
     assert [(value, total) for value, total, _ in runs["sent"]] == [(0, STEPS), (2, STEPS), (4, STEPS)]
     assert all(isinstance(image[1], Image.Image) and image[2] == 512 for _, _, image in runs["sent"])
+    # the previews' own KSampler steps never reach the trainer's bar (it would jump from "2/4" to "1/3")
+    assert {total for _, total in runs["progress"]} == {STEPS}
 
     # without a Training Preview the output is a note, and no previews folder appears
     assert runs["off"][3].shape[0] == 1 and not (loras / "preview" / "off").exists()
@@ -286,7 +290,7 @@ def test_u1_previews_with_unfrozen_tensors_and_a_noise_adding_sampler(trainer_en
     def load():
         return u1m.load_u1_model(str(ckpt), 3.0, 0.05)
 
-    with recording() as (decoded, sent):
+    with recording() as (decoded, sent, progress):
         trained, with_previews, _, _ = Trainer.execute(model=load(), latents=latents, positive=positive, preview=preview, output_name="u1preview/on", **kw).result
     _, without, _, _ = Trainer.execute(model=load(), latents=latents, positive=positive, output_name="u1preview/off", **kw).result
     a, b = load_file(with_previews), load_file(without)
