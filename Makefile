@@ -21,8 +21,9 @@ test: host
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # COMFYUI_PATH comes from host.sh (its last line), so the suite runs in the 0.33 tree and venv
+# (host.sh's output captured whole first: a failed set-up stops here instead of running pytest without a host)
 test-0.33:
-	@comfy=$$(scripts/host.sh 0.33 | tail -n 1) && \
+	@out=$$(scripts/host.sh 0.33) && comfy=$$(printf '%s\n' "$$out" | tail -n 1) && \
 	  echo "COMFYUI_PATH=$$comfy .venv-0.33/bin/python -m pytest $(PYTEST_ARGS)" && \
 	  COMFYUI_PATH=$$comfy .venv-0.33/bin/python -m pytest $(PYTEST_ARGS)
 
