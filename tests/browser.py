@@ -25,6 +25,11 @@ then reports, from inside the page:
 :func:`check_workflow_json` checks the same link facts on the file itself, so a
 report names the file's own node ids, slots and link ids.
 
+Besides loading, :class:`Frontend` does what a user does with the mouse where a test
+needs it: Run and Cancel in the action bar, the selection toolbox's info button (the
+node's help page), the Templates browser and its cards; :meth:`Frontend.fit_view` frames
+nodes for a screenshot (``tests/test_browser_ui.py``, ``scripts/workflow_thumbnails.py``).
+
 :func:`skip_reason` says why the browser cannot run here (Playwright not
 installed, no Chromium); ``scripts/host.sh`` installs both where it can.
 """
@@ -35,6 +40,7 @@ import json
 import os
 import shutil
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +70,7 @@ FRONTEND_SETTINGS = {
     "Comfy.Workflow.ShowMissingNodesWarning": True,  # 1.32's dialog; 1.49 has the Errors panel instead
     "Comfy.Minimap.Visible": False,  # it would cover a corner of the screenshots
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # draw titles and widgets at any zoom, not grey boxes
+    "Comfy.Locale": "en",  # buttons are found by their English names (a test may switch to another language)
 }
 
 # Console errors that the stock frontend prints on every start of a fresh,
@@ -338,6 +345,77 @@ TOASTS_JS = """
 """
 
 
+# Puts graph bounds (the given nodes, or every node and group) into the page rectangle
+# ``into`` = [left, top, right, bottom] (CSS pixels), at most ``maxScale``, by setting the
+# canvas's DragAndScale (screen = (graph + offset) * scale, from the canvas's corner).
+# ``cover`` false: all of it, centred; true: at the geometric mean of the scales that fit its
+# width and its height, so that a long graph fills more of the rectangle: centred across its
+# long side, which starts at the rectangle's edge and whose far end is cut off. Returns the
+# bounds' rectangle on the page.
+FIT_JS = """
+async ({ids, into, maxScale, cover}) => {
+  const app = window.app, LG = window.LiteGraph, ds = app.canvas.ds;
+  const title = LG.NODE_TITLE_HEIGHT || 30;
+  const nodes = ids ? ids.map(id => app.graph.getNodeById(id)) : app.graph.nodes;
+  const rects = nodes.map(n => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]);
+  if (!ids) for (const g of app.graph.groups || []) rects.push([g.pos[0], g.pos[1], g.size[0], g.size[1]]);
+  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const r of rects) { x0 = Math.min(x0, r[0]); y0 = Math.min(y0, r[1]); x1 = Math.max(x1, r[0] + r[2]); y1 = Math.max(y1, r[1] + r[3]); }
+  const box = app.canvas.canvas.getBoundingClientRect();
+  const [L, T, R, B] = into;
+  const fits = [(R - L) / (x1 - x0), (B - T) / (y1 - y0)];
+  const scale = Math.min(maxScale, cover ? Math.sqrt(fits[0] * fits[1]) : Math.min(...fits));
+  const pad = (room, size) => Math.max(0, room - size * scale) / 2;
+  ds.scale = scale;
+  ds.offset[0] = (L - box.left + pad(R - L, x1 - x0)) / scale - x0;
+  ds.offset[1] = (T - box.top + pad(B - T, y1 - y0)) / scale - y0;
+  app.graph.setDirtyCanvas(true, true);
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const left = box.left + (x0 + ds.offset[0]) * scale, top = box.top + (y0 + ds.offset[1]) * scale;
+  return {x: left, y: top, width: (x1 - x0) * scale, height: (y1 - y0) * scale, scale};
+}
+"""
+
+# The node help panel's text (``.node-help-content``: the node library's help page in
+# frontend 1.32, the right side panel's Info tab in 1.49), or null when none is shown.
+HELP_TEXT_JS = """
+() => {
+  const h = [...document.querySelectorAll('.node-help-content')].find(e => e.getBoundingClientRect().width > 0);
+  return h ? h.innerText : null;
+}
+"""
+
+# Closes the node help: its store's closeHelp (both frontends), and 1.32's node library side
+# bar, which the info button opened, by the command of its side bar button. 1.49's right side
+# panel is closed by RESET_PANELS_JS.
+CLOSE_HELP_JS = """
+async () => {
+""" + PINIA_JS + """
+  const help = store('nodeHelp');
+  if (help && typeof help.closeHelp === 'function') help.closeHelp();
+  const ws = app.extensionManager;
+  if (ws.sidebarTab && ws.sidebarTab.activeSidebarTabId === 'node-library')
+    await ws.command.execute('Workspace.ToggleSidebarTab.node-library');
+}
+"""
+
+# The template browser's cards: name, thumbnail (its src: 1.32 and 1.49 show a fetched
+# image as a blob: URL, the stock picture as /assets/images/default-template.png) and size.
+TEMPLATE_CARDS_JS = """
+() => [...document.querySelectorAll('[data-testid^="template-workflow-"]')].map(card => {
+  const img = card.querySelector('img');
+  return {name: card.dataset.testid.slice('template-workflow-'.length), src: img ? img.src : null,
+          loaded: !!(img && img.complete && img.naturalWidth > 0), width: img ? img.naturalWidth : 0, height: img ? img.naturalHeight : 0};
+})
+"""
+
+GRAPH_TYPES_JS = """
+() => ({types: [...new Set(app.graph.nodes.map(n => n.type))], nodes: app.graph.nodes.length,
+        name: (app.extensionManager && app.extensionManager.workflow && app.extensionManager.workflow.activeWorkflow
+               && app.extensionManager.workflow.activeWorkflow.filename) || null})
+"""
+
+
 def chromium_path() -> str | None:
     """Debian's Chromium (``FLOWLORA_CHROMIUM`` overrides), or None."""
     explicit = os.environ.get("FLOWLORA_CHROMIUM")
@@ -573,10 +651,11 @@ class Frontend:
     as ready (the pack's, so its definitions have arrived).
     """
 
-    def __init__(self, server_url: str, ready_type: str = "FlowLoRALoraTrainer", timeout_s: float = 120.0):
+    def __init__(self, server_url: str, ready_type: str = "FlowLoRALoraTrainer", timeout_s: float = 120.0, viewport: dict | None = None):
         self.server_url = server_url
         self.ready_type = ready_type
         self.timeout_ms = timeout_s * 1000
+        self.viewport = viewport or VIEWPORT
         self.console: list[ConsoleEntry] = []
         self.startup_errors: list[ConsoleEntry] = []
         self.startup_seconds = 0.0
@@ -599,7 +678,7 @@ class Frontend:
                 executable_path=chromium_path(),
                 headless=True,
                 args=list(CHROMIUM_ARGS),
-                viewport=VIEWPORT,
+                viewport=self.viewport,
             )
             self.context.add_init_script(INIT_SCRIPT)
             self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
@@ -697,3 +776,127 @@ class Frontend:
             other_errors=state["other_errors"],
             error_overlay=state["overlay"],
         )
+
+    # ---- what a user does besides loading a workflow
+
+    @property
+    def version(self) -> str:
+        """The frontend's version (``comfyui-frontend-package``), as the page reports it."""
+        return self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || 'unknown'")
+
+    def set_setting(self, setting_id: str, value: Any) -> None:
+        """Change a frontend setting as the settings dialog does (``app.extensionManager.setting.set``)."""
+        self.page.evaluate("async ([id, value]) => await app.extensionManager.setting.set(id, value)", [setting_id, value])
+
+    def fit_view(self, node_ids: list[int] | None = None, into: tuple[float, float, float, float] | None = None, max_scale: float = 1.5,
+                 cover: bool = False) -> dict:
+        """Zoom and pan so the nodes (default: the whole graph) fit ``into`` (page pixels; default the
+        viewport less 80 pixels at the left for the side bar, 110 at the top for the menus), or with
+        ``cover`` fill more of it, cut at the far end of their long side (``FIT_JS``); returns their
+        rectangle on the page."""
+        width, height = self.viewport["width"], self.viewport["height"]
+        into = into or (80, 110, width - 20, height - 40)
+        return self.page.evaluate(FIT_JS, {"ids": node_ids, "into": list(into), "maxScale": max_scale, "cover": cover})
+
+    def click_run(self) -> None:
+        """Queue the graph with the Run button of the action bar (both frontends label it 'Run')."""
+        self.page.get_by_role("button", name="Run", exact=True).first.click()
+
+    def click_cancel(self) -> None:
+        """Stop the running prompt with the action bar's 'Cancel current run' button (both frontends)."""
+        self.page.get_by_role("button", name="Cancel current run").first.click()
+
+    def select_node(self, node_id: int) -> None:
+        self.page.evaluate(
+            "(id) => { app.canvas.deselectAll(); app.canvas.selectNode(app.graph.getNodeById(id)); app.graph.setDirtyCanvas(true, true); }",
+            node_id,
+        )
+
+    def open_node_help(self, node_id: int) -> str:
+        """Select the node and press the selection toolbox's info button, as a user does; returns the help
+        panel's text once the page has arrived (1.32 shows it in the node library side bar, 1.49 in
+        the right side panel's Info tab)."""
+        self.close_node_help()
+        # in the middle of the page, clear of both side panels, with room above for the toolbox
+        width, height = self.viewport["width"], self.viewport["height"]
+        self.fit_view([node_id], into=(width * 0.3, 260, width * 0.7, height - 60), max_scale=1.0)
+        self._click_settled('[data-testid="info-button"]', prepare=lambda: self.select_node(node_id))
+        self.page.wait_for_function("() => { const t = (" + HELP_TEXT_JS + ")(); return t && t.trim().length > 40 }", timeout=self.timeout_ms)
+        self.page.wait_for_timeout(300)  # the markdown's images and code blocks settle
+        return self.page.evaluate(HELP_TEXT_JS)
+
+    def _click_settled(self, selector: str, prepare=None, attempts: int = 4, appear_s: float = 5.0) -> None:
+        """Click an element once it has stopped moving, calling ``prepare`` first (again on each attempt).
+        The selection toolbox slides in and is drawn again meanwhile (a click then can wait on a
+        detached button until the timeout), and a selection made right after the view moved
+        sometimes shows no toolbox until the node is selected again."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        rect = f"() => {{ const e = document.querySelector({json.dumps(selector)}); return e && e.isConnected ? JSON.stringify(e.getBoundingClientRect()) : null }}"
+        for _ in range(attempts):
+            if prepare is not None:
+                prepare()
+            last, deadline = None, time.monotonic() + appear_s
+            while time.monotonic() < deadline:  # the same rectangle twice, 300 ms apart
+                now = self.page.evaluate(rect)
+                if now is not None and now == last:
+                    break
+                last = now
+                self.page.wait_for_timeout(300)
+            else:
+                continue
+            try:
+                self.page.locator(selector).first.click(timeout=10_000)
+                return
+            except PlaywrightTimeout:
+                continue
+        raise TimeoutError(f"could not click {selector} in {attempts} attempts")
+
+    def close_node_help(self) -> None:
+        """Close a help panel left open (``CLOSE_HELP_JS``)."""
+        if self.page.evaluate(HELP_TEXT_JS) is None:
+            return
+        self.page.evaluate(RESET_PANELS_JS)
+        self.page.evaluate(CLOSE_HELP_JS)
+        self.page.wait_for_function("() => (" + HELP_TEXT_JS + ")() === null", timeout=self.timeout_ms)
+
+    def open_templates(self, folder: str) -> tuple[list[dict], dict[str, int]]:
+        """Open the Templates browser from the side bar and pick ``folder`` (a custom node pack's folder name,
+        listed under Extensions); returns its cards once every thumbnail has loaded or failed, and the
+        status of each ``/workflow_templates/`` request the page made meanwhile (by URL path)."""
+        self.close_dialogs()
+        responses: dict[str, int] = {}
+
+        def seen(response) -> None:
+            path = urllib.parse.urlsplit(response.url).path
+            if "/workflow_templates" in path:
+                responses[path] = response.status
+
+        self.page.on("response", seen)
+        self.page.get_by_text("Templates", exact=True).first.click()
+        dialog = self.page.locator('[role="dialog"]')
+        dialog.get_by_text(folder, exact=True).first.click()
+        self.page.wait_for_function("() => document.querySelectorAll('[data-testid^=\"template-workflow-\"]').length > 0", timeout=self.timeout_ms)
+        cards = self.page.locator('[data-testid^="template-workflow-"]')
+        for i in range(cards.count()):  # thumbnails may load lazily: bring each into view
+            cards.nth(i).scroll_into_view_if_needed()
+        self.page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid^=\"template-workflow-\"] img')].every(i => i.complete)", timeout=self.timeout_ms
+        )
+        cards.first.scroll_into_view_if_needed()
+        self.page.wait_for_timeout(300)
+        self.page.remove_listener("response", seen)
+        return self.page.evaluate(TEMPLATE_CARDS_JS), responses
+
+    def open_template_card(self, name: str) -> dict:
+        """Click a card of the open Templates browser; returns the node types and count of the graph it loads."""
+        before = self.page.evaluate(GRAPH_TYPES_JS)
+        self.page.locator(f'[data-testid="template-workflow-{name}"]').first.click()
+        self.page.wait_for_function(
+            "(before) => { const n = app.graph.nodes.length; return n > 0 && document.querySelectorAll('[data-testid^=\"template-workflow-\"]').length === 0"
+            " && (n !== before.nodes || app.graph.nodes.some(x => !before.types.includes(x.type))) }",
+            arg=before, timeout=self.timeout_ms,
+        )
+        self.page.wait_for_timeout(500)
+        loaded = self.page.evaluate(GRAPH_TYPES_JS)
+        return {**loaded, "types": set(loaded["types"])}
