@@ -759,6 +759,17 @@ def tinyworld_prompts(style: str = TINYWORLD_STYLE, count: int = TINYWORLD_PROMP
     return tuple(json.loads((TINYWORLD / "style_sets" / style / "heldout_prompts.json").read_text(encoding="utf-8"))[:count])
 
 
+def tinyworld_metrics(wf: Workflow, before: Out, after: Out, folder: str, prompts: tuple[str, ...], x: float, y: float) -> None:
+    """Style Distance and Content Accuracy of the before and after samples, side by side (group "6. Metrics")."""
+    metrics = [
+        wf.add("FlowLoRAStyleDistance", (x, y), node_title="style before (score 0 by definition)", images=before, reference_folder=folder, baseline_images=before),
+        wf.add("FlowLoRAStyleDistance", (x + 400, y), node_title="style after: score 0 = base look, 1 = style set", images=after, reference_folder=folder, baseline_images=before),
+        wf.add("FlowLoRATinyContentAccuracy", (x + 800, y), node_title="content before", images=before, prompts="\n".join(prompts)),
+        wf.add("FlowLoRATinyContentAccuracy", (x + 1200, y), node_title="content after", images=after, prompts="\n".join(prompts)),
+    ]
+    wf.group("6. Metrics", metrics, GROUP_COLOURS["plots"])
+
+
 TINYWORLD_NOTE = f"""
 ## Tiny world: a mosaic-style LoRA on the tiny Z-Image Turbo
 
@@ -815,13 +826,7 @@ def tinyworld_zimage() -> Workflow:
     before, after = before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 64, "before\nafter",
                                  f"Tiny-world Turbo, {TINYWORLD_STYLE} LoRA: 8 steps, cfg 1, seed 7 (held-out prompts)", 128, f"flowlora/tinyworld_{TINYWORLD_STYLE}", "5. Before / after", "EmptyChromaRadianceLatentImage")
     y = 330 * len(prompts) * 2 + 300
-    metrics = [
-        wf.add("FlowLoRAStyleDistance", (2400, y), node_title="style before (score 0 by definition)", images=before, reference_folder=folder, baseline_images=before),
-        wf.add("FlowLoRAStyleDistance", (2800, y), node_title="style after: score 0 = base look, 1 = style set", images=after, reference_folder=folder, baseline_images=before),
-        wf.add("FlowLoRATinyContentAccuracy", (3200, y), node_title="content before", images=before, prompts="\n".join(prompts)),
-        wf.add("FlowLoRATinyContentAccuracy", (3600, y), node_title="content after", images=after, prompts="\n".join(prompts)),
-    ]
-    wf.group("6. Metrics", metrics, GROUP_COLOURS["plots"])
+    tinyworld_metrics(wf, before, after, folder, prompts, 2400, y)
     plots(wf, [trainer["log"]], [f"{TINYWORLD_STYLE} LoRA"], 1980, 1500, f"flowlora/tinyworld_{TINYWORLD_STYLE}")
     return wf
 
@@ -876,13 +881,7 @@ def tinyworld_u1() -> Workflow:
     save = wf.add("SaveImage", (2800, 420), size=(420, 420), images=grid["grid"], filename_prefix=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}/before_after")
     wf.group("5. Before / after", [*conds, latent, *b_nodes, *a_nodes, grid, save], GROUP_COLOURS["samples"])
     y = 300 * len(prompts) * 2 + 300
-    metrics = [
-        wf.add("FlowLoRAStyleDistance", (2040, y), node_title="style before (score 0 by definition)", images=before, reference_folder=folder, baseline_images=before),
-        wf.add("FlowLoRAStyleDistance", (2440, y), node_title="style after: score 0 = base look, 1 = style set", images=after, reference_folder=folder, baseline_images=before),
-        wf.add("FlowLoRATinyContentAccuracy", (2840, y), node_title="content before", images=before, prompts="\n".join(prompts)),
-        wf.add("FlowLoRATinyContentAccuracy", (3240, y), node_title="content after", images=after, prompts="\n".join(prompts)),
-    ]
-    wf.group("6. Metrics", metrics, GROUP_COLOURS["plots"])
+    tinyworld_metrics(wf, before, after, folder, prompts, 2040, y)
     plots(wf, [trainer["log"]], [f"{TINYWORLD_STYLE} LoRA (U1)"], 1260, 1500, f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}")
     return wf
 
