@@ -290,7 +290,7 @@ def test_u1_previews_with_unfrozen_tensors_and_a_noise_adding_sampler(trainer_en
     def load():
         return u1m.load_u1_model(str(ckpt), 3.0, 0.05)
 
-    with recording() as (decoded, sent, progress):
+    with recording() as (decoded, sent, _):
         trained, with_previews, _, _ = Trainer.execute(model=load(), latents=latents, positive=positive, preview=preview, output_name="u1preview/on", **kw).result
     _, without, _, _ = Trainer.execute(model=load(), latents=latents, positive=positive, output_name="u1preview/off", **kw).result
     a, b = load_file(with_previews), load_file(without)
