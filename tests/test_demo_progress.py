@@ -9,7 +9,7 @@ from harness import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
 
-import demo  # noqa: E402
+import demo
 
 PROMPT = {
     "1": {"class_type": "UNETLoader", "_meta": {"title": "model"}},
