@@ -19,7 +19,6 @@ Sampling itself is the host's (ComfyUI's KSampler, see ``nodes/preview.py``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,7 +33,7 @@ import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from . import files
+from . import files, logs
 from .errors import require
 
 log = logging.getLogger(__name__)
@@ -44,6 +43,14 @@ FILE_PATTERN = re.compile(r"step_(\d{6,})_p(\d+)\.png")
 TEXT_PREFIX = "flowlora."
 DRIFT_FILE = "drift.jsonl"
 """Per-run drift records in the previews folder: ``{"step", "steps", "drift_steps", "drift": [per prompt], "mean"}``."""
+
+
+def interval(every_n_steps: int, every_percent: int, total: int) -> int:
+    """Updates between two periodic events (previews, validation) of a run of ``total`` updates:
+    ``every_n_steps`` when > 0, else ``every_percent`` of the run (at least 1), else 0 (none between start and end)."""
+    if every_n_steps > 0:
+        return every_n_steps
+    return max(1, round(total * every_percent / 100)) if every_percent > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,7 @@ class PreviewConfig:
 
     def interval(self, total: int) -> int:
         """Updates between previews of a run of ``total`` updates (0: none between the start and the end)."""
-        if self.every_n_steps > 0:
-            return self.every_n_steps
-        return max(1, round(total * self.every_percent / 100)) if self.every_percent > 0 else 0
+        return interval(self.every_n_steps, self.every_percent, total)
 
     def due(self, step: int, start: int, total: int) -> bool:
         """Whether a run that started at update ``start`` and ends at ``total`` previews after update ``step``."""
@@ -138,16 +143,7 @@ def append_drift(folder: str | os.PathLike, record: Mapping) -> None:
 def read_drift(folder: str | os.PathLike) -> list[dict]:
     """The records of ``<folder>/drift.jsonl`` ([] when there is none; a torn last line is skipped)."""
     path = Path(folder) / DRIFT_FILE
-    if not path.is_file():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
+    return logs.read_records(str(path)) if path.is_file() else []
 
 
 def trim_drift(folder: str | os.PathLike, step: int) -> None:

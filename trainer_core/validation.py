@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import files
+from . import files, previews
 from .errors import ConfigError, require
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,7 @@ class ValidationConfig:
 
     def interval(self, total: int) -> int:
         """Updates between evaluations of a run of ``total`` updates (0: none between the start and the end)."""
-        if self.every_n_steps > 0:
-            return self.every_n_steps
-        return max(1, round(total * self.every_percent / 100)) if self.every_percent > 0 else 0
+        return previews.interval(self.every_n_steps, self.every_percent, total)
 
     def due(self, step: int, total: int) -> bool:
         """Whether a run of ``total`` updates evaluates after update ``step`` (0: before the first).
