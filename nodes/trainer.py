@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import logging
@@ -23,6 +24,7 @@ from ..trainer_core.batching import EpochBatches
 from ..trainer_core.checkpointing import checkpointed
 from ..trainer_core.data.buckets import Bucket
 from ..trainer_core.data.dataset import Dataset, Sample
+from ..trainer_core.data_parallel import DataParallel
 from ..trainer_core.dropout import ConditionDropout
 from ..trainer_core.errors import ConfigError
 from ..trainer_core.logs import TrainingLog
@@ -41,6 +43,11 @@ Dataset_ = io.Custom("FLOWLORA_DATASET")
 LoraConfig_ = io.Custom("FLOWLORA_LORA_CONFIG")
 Optimizer_ = io.Custom("FLOWLORA_OPTIMIZER")
 Log_ = io.Custom("FLOWLORA_LOG")
+
+RUN_EVENTS: contextvars.ContextVar = contextvars.ContextVar("flowlora_run_events", default=None)
+"""Set by the headless runner (``run.py``) around ComfyUI's executor to follow a run: a callable
+``(event, data)`` with events ``"start"`` (``step``, ``total``), ``"update"`` (the step's log record and
+``total``) and ``"save"`` (``text``). The server never sets it; the node then only reports to ComfyUI."""
 
 
 def dataset_from_latents(latents: dict, positive: list, empty_prompt: list | None) -> Dataset:
@@ -175,6 +182,11 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
     on its schedule and at the end; with ``validation``, a :class:`validation_core.Validator` scores
     the held-out set on the training model at the start, on its schedule and at the end.
     """
+    parallel = DataParallel.from_environment()  # torchrun + the headless runner; None in ComfyUI's server
+    if parallel is not None and not parallel.writes_files:
+        preview = validation = None  # rank 0 previews, validates and writes; the others only train
+    world = parallel.world_size if parallel is not None else 1
+    events = RUN_EVENTS.get()
     patcher = model.clone()
     with training.training_mode():
         comfy.model_management.load_models_gpu([patcher], force_full_load=True)
@@ -183,9 +195,10 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
         training.own_tensors(diffusion_model)  # weights a loader node made under inference_mode
         adapters = LoraAdapters.build(diffusion_model, lora, generator=torch.Generator().manual_seed(seed), device=device)
         log.info("LoRA: %s", adapters.plan.summary())
-        batches = EpochBatches(dataset, batch_size, lambda x: patcher.model.process_latent_in(x.clone()))
+        # data parallel: batch_size is per rank, the run draws global batches of batch_size * world (trainer_core.data_parallel)
+        batches = EpochBatches(dataset, batch_size * world, lambda x: patcher.model.process_latent_in(x.clone()))
         total = steps if epochs == 0 else max(1, math.ceil(epochs * batches.steps_per_epoch() / optimizer.grad_accumulation))
-        config = TrainConfig(steps=total, batch_size=batch_size, seed=seed, save_every=save_every, dtype=training_dtype, dropout=dropout)
+        config = TrainConfig(steps=total, batch_size=batch_size * world, seed=seed, save_every=save_every, dtype=training_dtype, dropout=dropout)
         settings = {
             "train": config.to_dict(),
             "timesteps": timesteps.to_dict(),
@@ -241,7 +254,10 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
         kept_saves = step_saves_folder(stem)
 
         def on_start(step: int) -> None:
-            step_saves.remove_after(kept_saves, step)  # an earlier or killed run's; this run saves those steps again
+            if events is not None:
+                events("start", {"step": step, "total": total})
+            if parallel is None or parallel.writes_files:
+                step_saves.remove_after(kept_saves, step)  # an earlier or killed run's; this run saves those steps again
             if validator is not None:
                 validator.at_start(step)
             if previewer is not None:
@@ -258,11 +274,15 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
                 text += " (lower the learning rate; resume = true continues from here)"
             log.info("FlowLoRA %s", text)
             _progress_text(text, node_id)
+            if events is not None:
+                events("save", {"text": text, "reason": report.reason, "step": report.step})
 
         def on_update(record: dict) -> None:
             # ComfyUI's cancel raises InterruptProcessingException from this progress hook (and from
             # every ComfyUI layer's forward); the loop saves the last completed step and re-raises it.
             progress.update_absolute(record["step"], total)
+            if events is not None:
+                events("update", {**record, "total": total})
             text = f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}"
             _progress_text(text, node_id)
             if record["step"] % 10 == 0 or record["step"] == total:
@@ -294,6 +314,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
             on_save=on_save,
             resume=resume,
             settings=settings,
+            parallel=parallel,
         )
         with attached:
             result = train(task)

@@ -16,6 +16,10 @@ draw comes from one of four seeded generators, whose states are saved with the
 optimizer, schedule, trainable tensors and data position, so a run stopped
 after N steps and resumed for M equals N + M steps straight.
 
+Data parallel (``task.parallel``, :mod:`.data_parallel`): every rank draws the whole
+global micro-batch as above, trains its own rows of it, and the gradients are averaged
+over the ranks before clipping; rank 0 writes the files.
+
 The host (the ComfyUI node) supplies the denoiser, the data, the trainable
 parameters and a ``save_lora`` callback; the loop writes the JSONL log and the
 resumable state itself.
@@ -59,6 +63,7 @@ import torch
 from torch import Tensor
 
 from . import checkpoint, files, flow, logs
+from .data_parallel import DataParallel
 from .dropout import COND, ROUTES, ConditionDropout
 from .errors import require
 from .losses import LossConfig
@@ -181,6 +186,9 @@ class TrainTask:
     """JSON-ready settings of the run, saved with the state. On resume, a
     different ``settings["lora"]`` (other tensors) is an error; other
     differences (a new lr, more steps) are allowed and logged."""
+    parallel: DataParallel | None = None
+    """Data-parallel rank (:mod:`.data_parallel`): ``config.batch_size`` is then the global batch,
+    this rank trains its rows of it, gradients are averaged and only rank 0 writes files."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,8 @@ class _Run:
         self.optimizer = build_optimizer(task.optimizer, self.params)
         self.scheduler = build_scheduler(task.optimizer, self.optimizer, cfg.steps)
         self.generators = make_generators(cfg.seed)
+        self.parallel = task.parallel
+        self.writes = self.parallel is None or self.parallel.writes_files
         self.step = 0
         self.start_step = 0  # the step this call started or resumed at
         self.window_start = self.random_state()
@@ -269,7 +279,14 @@ class _Run:
         return bool(torch.stack([torch.isfinite(p.detach()).all() for p in self.params]).all())
 
     def save(self, reason: str, error: str | None = None) -> str:
-        """Write the LoRA of the last boundary and the resumable state beside it."""
+        """Write the LoRA of the last boundary and the resumable state beside it.
+
+        Data parallel: rank 0 writes; after a save every rank reaches (all but ``"stopped"``, which a
+        single rank may reach alone), all ranks wait for it, so that each can read the files."""
+        if not self.writes:
+            if reason != "stopped":
+                self.parallel.barrier()
+            return ""
         lora_path = self.task.save_lora(self.step)
         info = {"step": self.step, "reason": reason, "config": self.task.config.to_dict(), "settings": self.task.settings, "lora": lora_path}
         if error is not None:
@@ -277,6 +294,8 @@ class _Run:
         checkpoint.save_state(self.task.state_path, self.capture(), info)
         log.info("saved %s and %s at step %d (%s)", lora_path, self.task.state_path, self.step, reason)
         self.task.on_save(SaveReport(reason, self.step, lora_path, self.task.state_path))
+        if self.parallel is not None and reason != "stopped":
+            self.parallel.barrier()
         return lora_path
 
     def save_progress(self, reason: str, error: str | None = None) -> str | None:
@@ -310,22 +329,52 @@ class _Run:
         conds = [c if r == COND else task.uncond for c, r in zip(batch.conds, routes.tolist(), strict=True)]
         sigma = task.timesteps.sample(b, gens["timesteps"], task.seq_len_fn(batch.latents.shape))
         eps = torch.randn(batch.latents.shape, generator=gens["noise"], dtype=torch.float32)
+        if self.parallel is not None:
+            return self.parallel_micro_batch(scale, batch, routes, conds, sigma, eps)
 
         x0 = batch.latents.to(task.device, torch.float32)
         eps = eps.to(task.device)
         sigma_t = sigma.to(task.device, torch.float32)
+        out = self.forward(x0, eps, sigma_t, conds)
+
+        stats = torch.stack([out.per_sample, out.x0_mse, out.v_mse, out.sigma]).cpu().tolist()
+        self.check_finite(stats, batch.sources)
+        (out.loss * scale).backward()
+        return self.record(stats, routes, batch.sources)
+
+    def forward(self, x0: Tensor, eps: Tensor, sigma_t: Tensor, conds: list[Any]):
+        task = self.task
         x_sigma, eps = task.noise_fn(x0, eps, sigma_t)
-        dtype = DTYPES[cfg.dtype]
+        dtype = DTYPES[task.config.dtype]
         autocast = torch.autocast(task.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         with autocast:
             x0_pred = task.denoiser(x_sigma, sigma_t, conds)
-        out = task.loss(x0, eps, sigma_t, x0_pred)
+        return task.loss(x0, eps, sigma_t, x0_pred)
 
-        stats = torch.stack([out.per_sample, out.x0_mse, out.v_mse, out.sigma]).cpu().tolist()
+    def parallel_micro_batch(self, scale: float, batch: Batch, routes: Tensor, conds: list[Any], sigma: Tensor, eps: Tensor) -> dict:
+        """This rank's rows of the global micro-batch (:mod:`.data_parallel`); the record holds every rank's samples."""
+        task, parallel = self.task, self.parallel
+        b = batch.latents.shape[0]
+        rows = parallel.rows(b)
+        local = torch.zeros(4, 0, device=task.device)
+        out = None
+        if rows.stop > rows.start:
+            out = self.forward(batch.latents[rows].to(task.device, torch.float32), eps[rows].to(task.device), sigma[rows].to(task.device, torch.float32), conds[rows])
+            local = torch.stack([out.per_sample, out.x0_mse, out.v_mse, out.sigma]).detach().to(torch.float32)
+        stats = parallel.gather_rows(local, b).cpu().tolist()
+        self.check_finite(stats, batch.sources)  # every rank sees the same values: all fail together
+        if out is not None:
+            (out.loss * (scale * parallel.loss_weight(b))).backward()
+        return self.record(stats, routes, batch.sources)
+
+    def check_finite(self, stats: list[list[float]], sources: list[str]) -> None:
         if not all(math.isfinite(v) for v in stats[0]):
             bad = next(i for i, v in enumerate(stats[0]) if not math.isfinite(v))
-            self.fail(f"non-finite loss at step {self.step + 1} for sample {batch.sources[bad]!r} (sigma {stats[3][bad]:.4f})")
-        (out.loss * scale).backward()
+            self.fail(f"non-finite loss at step {self.step + 1} for sample {sources[bad]!r} (sigma {stats[3][bad]:.4f})")
+
+    @staticmethod
+    def record(stats: list[list[float]], routes: Tensor, sources: list[str]) -> dict:
+        b = len(stats[0])
         return {
             "loss": float(sum(stats[0]) / b),
             "x0_mse": float(sum(stats[1]) / b),
@@ -334,7 +383,7 @@ class _Run:
             "t": [1.0 - s for s in stats[3]],
             "route": [ROUTES[r] for r in routes.tolist()],
             "sample_loss": stats[0],
-            "sources": list(batch.sources),
+            "sources": list(sources),
         }
 
     def fail(self, message: str) -> None:
@@ -367,17 +416,20 @@ class _Run:
         log.info("resumed %s at step %d", path, self.step)
 
     def run(self) -> TrainResult:
-        task, cfg, opt = self.task, self.task.config, self.task.optimizer
+        task = self.task
         if task.resume and os.path.exists(task.state_path):
             self.resume_from(task.state_path)
         elif task.resume:
             log.warning("resume asked but %s does not exist; starting from step 0", task.state_path)
-        elif os.path.exists(task.state_path):
+        elif os.path.exists(task.state_path) and self.writes:
             os.remove(task.state_path)  # a fresh run replaces an older one: a later resume must not continue that
             log.info("removed the older resumable state %s (new run without resume)", task.state_path)
+        if self.parallel is not None:
+            self.start_parallel()
         with self.saving_on_stop():
             task.on_start(self.step)
-        last: dict = {}
+        if not self.writes:
+            return self.run_steps(os.devnull)
         os.makedirs(os.path.dirname(os.path.abspath(task.log_path)), exist_ok=True)
         if self.step > 0 and os.path.exists(task.log_path):
             # drop records a killed run wrote after its last saved state
@@ -385,10 +437,17 @@ class _Run:
             with files.atomic_open(task.log_path, "w") as f:
                 for record in kept:
                     files.append_jsonl(f, record)
-        with open(task.log_path, "a" if self.step > 0 else "w", encoding="utf-8") as log_file:
+        return self.run_steps(task.log_path)
+
+    def run_steps(self, log_path: str) -> TrainResult:
+        task, cfg, opt = self.task, self.task.config, self.task.optimizer
+        last: dict = {}
+        with open(log_path, "a" if self.step > 0 else "w", encoding="utf-8") as log_file:
             while self.step < cfg.steps:
                 with self.saving_on_stop():
                     records = [self.micro_batch(1.0 / opt.grad_accumulation) for _ in range(opt.grad_accumulation)]
+                    if self.parallel is not None:
+                        self.parallel.average_gradients(self.params)
                     grad_norm = clip_gradients(self.params, opt.max_grad_norm)
                 samples = [s for r in records for s in r["sources"]]
                 if not math.isfinite(grad_norm):
@@ -408,11 +467,32 @@ class _Run:
                 with self.saving_on_stop():
                     task.on_update(last)
                     stop = self.step < cfg.steps and task.should_stop()
+                    if self.parallel is not None and self.step < cfg.steps:
+                        stop = self.parallel.any(stop, task.device)  # one rank's stop request stops all at this boundary
                 if stop:
                     return TrainResult(self.step, True, self.save("stopped"), last)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save("periodic")
-        return TrainResult(self.step, False, self.save("finished"), last)
+        result = TrainResult(self.step, False, self.save("finished"), last)
+        if self.parallel is not None:
+            self.check_parallel()
+        return result
+
+    def start_parallel(self) -> None:
+        """Every rank starts from rank 0's trainable tensors; ranks other than 0 seed LoRA dropout apart."""
+        parallel = self.parallel
+        parallel.broadcast(self.params)
+        if parallel.rank > 0:
+            torch.manual_seed(parallel.rank_seed(self.task.config.seed, self.step))
+        log.info("data parallel: rank %d of %d, global batch %d (%d per rank)", parallel.rank, parallel.world_size,
+                 self.task.config.batch_size, self.task.config.batch_size // parallel.world_size)
+
+    def check_parallel(self) -> None:
+        """Every rank must hold rank 0's trainable tensors at the end (they get identical updates)."""
+        diff = self.parallel.max_difference([p.detach() for p in self.params])
+        if diff != 0.0:
+            raise RuntimeError(f"data parallel: ranks disagree on the trained tensors (max difference {diff:.3g}); please report this")
+        log.info("data parallel: all %d ranks hold identical trainable tensors", self.parallel.world_size)
 
 
 def _clone(tree: Any) -> Any:
