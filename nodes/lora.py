@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..trainer_core.errors import ConfigError
 from ..trainer_core.lora import INITS, METADATA_KEY, PRESETS, LoraConfig, read_metadata, resolve
+from ..trainer_core.lora.algorithms import ALGORITHMS
 from . import lora_patch
 from .types import CATEGORY, PREFIX, check_inputs, validation_message
 
@@ -20,9 +21,18 @@ LoraConfigType = io.Custom("FLOWLORA_LORA_CONFIG")
 PATTERN_HELP = "One pattern per line (or comma-separated): a glob such as layers.*.attention.out (* crosses dots), or a regex after 're:' matched against the whole name."
 
 
-def build_config(preset: str, rank: int, alpha: float, dropout: float, init: str, include: str = "", exclude: str = "", unfreeze: str = "") -> LoraConfig:
+def build_config(preset: str, rank: int, alpha: float, dropout: float, init: str, include: str = "", exclude: str = "", unfreeze: str = "", algorithm: str = "lora") -> LoraConfig:
     """Node widgets -> :class:`LoraConfig`; raises ConfigError naming the bad field."""
-    return LoraConfig(preset=preset, include=include, exclude=exclude, rank=rank, alpha=alpha, dropout=dropout, init=init, unfreeze=unfreeze)
+    return LoraConfig(preset=preset, include=include, exclude=exclude, rank=rank, alpha=alpha, dropout=dropout, init=init, unfreeze=unfreeze, algorithm=algorithm)
+
+
+ALGORITHM_HELP = {
+    "lora": "LoRA: y += alpha/rank * B A x (the AC-RF and U1 recipes).",
+    "dora": "DoRA: LoRA plus a trained magnitude per output row (peft's DoRA); a little slower, saved with dora_scale.",
+    "loha": "LoHa: Hadamard product of two rank-r pairs (peft); rank up to r^2 for 2x LoRA's parameters, slowest (builds the full delta every step).",
+    "lokr": "LoKr: Kronecker product w1 x w2 (peft); far fewer parameters, fast, small files.",
+    "oft": "OFT: block-diagonal orthogonal rotation of each layer's output rows (peft's Cayley rotation); rank = block size and must divide each layer's rows; alpha unused.",
+}
 
 
 def describe_targets(config: LoraConfig, model) -> str:
@@ -41,7 +51,7 @@ class LoraConfigNode(io.ComfyNode):
             node_id=f"{PREFIX}LoraConfig",
             display_name="LoRA Config (FlowLoRA)",
             category=CATEGORY,
-            description="Which layers the LoRA trains (preset + patterns), its rank, alpha, dropout and init, and which tensors are trained in full. Connect a MODEL to list what matches.",
+            description="Which layers the LoRA trains (preset + patterns), its rank, alpha, dropout and init, which tensors are trained in full, and the adapter algorithm (LoRA, DoRA, LoHa, LoKr, OFT). Connect a MODEL to list what matches.",
             inputs=[
                 io.Combo.Input("preset", options=PRESETS.names(), default="zimage_attn", tooltip=" | ".join(f"{name}: {PRESETS.get(name).description}" for name in PRESETS.names())),
                 io.Int.Input("rank", default=16, min=1, max=1024, tooltip="LoRA rank r: width of the A (r x in) and B (out x r) factors (AC-RF: 16, U1: 64)."),
@@ -51,6 +61,7 @@ class LoraConfigNode(io.ComfyNode):
                 io.String.Input("include", default="", multiline=True, tooltip="Extra adapter names to train on top of the preset. " + PATTERN_HELP + " With a Z-Image preset the fused qkv appears as to_q, to_k, to_v."),
                 io.String.Input("exclude", default="", multiline=True, tooltip="Adapter names to leave out (applied after preset and include). " + PATTERN_HELP),
                 io.String.Input("unfreeze", default="", multiline=True, tooltip="Parameter names trained in full and saved in the LoRA as weight differences, e.g. layers.*.attention_norm1.weight. " + PATTERN_HELP),
+                io.Combo.Input("algorithm", options=ALGORITHMS.names(), default="lora", tooltip="Adapter form; every one is saved in the keys ComfyUI's LoRA loaders read. " + " | ".join(ALGORITHM_HELP[name] for name in ALGORITHMS.names())),
                 io.Model.Input("model", optional=True, tooltip="Optional: the MODEL to check the targets on; the report lists every match, and zero matches is an error that lists close names."),
             ],
             outputs=[

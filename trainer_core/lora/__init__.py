@@ -3,7 +3,7 @@
 Typical use by the trainer (``model`` = ComfyUI's ``diffusion_model``, already
 loaded and patched by ModelPatcher)::
 
-    config = LoraConfig(preset="zimage_attn", rank=16, alpha=16)
+    config = LoraConfig(preset="zimage_attn", rank=16, alpha=16)   # algorithm="lokr" etc.: .algorithms
     adapters = LoraAdapters.build(model, config, generator=torch.Generator().manual_seed(seed))
     opt = AdamW(adapters.parameters(), lr=1e-4)
     with adapters.attached(model):          # hooks on, base frozen; removed on exit
@@ -13,6 +13,7 @@ loaded and patched by ModelPatcher)::
     save_lora(path, lora_state_dict(adapters), lora_metadata(adapters, step=n))
 """
 
+from .algorithms import ALGORITHMS
 from .config import INITS, LoraConfig
 from .engine import LoraAdapters
 from .files import read_metadata, save_lora
@@ -21,6 +22,7 @@ from .presets import PRESETS, Preset, Split
 from .targets import Target, TargetPlan, resolve
 
 __all__ = [
+    "ALGORITHMS",
     "INITS",
     "KEY_STYLES",
     "METADATA_KEY",

@@ -1,7 +1,13 @@
-"""What the LoRA trains: targets, rank, alpha, dropout, init and unfrozen parameters.
+"""What the LoRA trains: algorithm, targets, rank, alpha, dropout, init and unfrozen parameters.
 
 One frozen dataclass, validated on construction, saved as JSON (with a schema
 version) in the LoRA file's metadata and read back tolerantly.
+
+Schema 1 is every config before ``algorithm`` existed; a config with the
+default ``algorithm = "lora"`` is still written as schema 1 without the field,
+so LoRA files, resumable states and workflows of plain LoRA runs are the same
+as before. Any other algorithm writes schema 2, which an older FlowLoRA refuses
+instead of reading it as a plain LoRA.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ class LoraConfig:
     for fused projections), unfreeze over parameter names
     (``layers.0.attention_norm1.weight``), which are then trained in full.
 
-    Each adapter adds ``(alpha / rank) * B @ A @ dropout(x)`` to its layer's output.
+    Each ``lora`` adapter adds ``(alpha / rank) * B @ A @ dropout(x)`` to its
+    layer's output; ``algorithm`` picks another adapter form (:mod:`.algorithms`:
+    ``dora``, ``loha``, ``lokr``, ``oft``), validated by peft's config class.
     """
 
     preset: str = "zimage_attn"
@@ -42,8 +50,9 @@ class LoraConfig:
     dropout: float = 0.0
     init: str = "default"
     unfreeze: tuple[str, ...] = ()
+    algorithm: str = "lora"
 
-    SCHEMA: ClassVar[int] = 1
+    SCHEMA: ClassVar[int] = 2
 
     def __post_init__(self):
         from .presets import PRESETS  # data module; imported late to keep this file standalone
@@ -62,6 +71,9 @@ class LoraConfig:
         require(self.init in INITS, "init", self.init, f"must be one of {', '.join(INITS)}")
         object.__setattr__(self, "alpha", float(self.alpha))
         object.__setattr__(self, "dropout", float(self.dropout))
+        from .algorithms import ALGORITHMS  # peft is imported only for the algorithms that use it
+
+        ALGORITHMS.get(self.algorithm, "algorithm").validate(self)
 
     @property
     def scale(self) -> float:
@@ -69,7 +81,12 @@ class LoraConfig:
         return self.alpha / self.rank
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.SCHEMA, **{f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+        """JSON-ready fields; plain LoRA omits ``algorithm`` and stays schema 1 (module docstring)."""
+        values = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if self.algorithm == "lora":
+            del values["algorithm"]
+            return {"schema": 1, **values}
+        return {"schema": self.SCHEMA, **values}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoraConfig:
@@ -82,8 +99,8 @@ class LoraConfig:
         return cls(**values)
 
     def describe(self) -> str:
-        """One line for logs, e.g. ``zimage_attn r16 a16 +include[1] unfreeze[2]``."""
-        parts = [self.preset, f"r{self.rank}", f"a{self.alpha:g}"]
+        """One line for logs, e.g. ``zimage_attn r16 a16 +include[1] unfreeze[2]`` (``zimage_attn lokr r16 a16`` for other algorithms)."""
+        parts = [self.preset, *([self.algorithm] if self.algorithm != "lora" else []), f"r{self.rank}", f"a{self.alpha:g}"]
         if self.dropout:
             parts.append(f"dropout{self.dropout:g}")
         if self.init != "default":

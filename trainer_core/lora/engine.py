@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .algorithms import DoraAdapter, TargetAdapter, algorithm
 from .config import LoraConfig
 from .targets import Target, TargetPlan, resolve
 
@@ -84,18 +85,35 @@ class LoraAdapters(nn.Module):
     ``unfrozen[k]`` (the trained copy), ``unfrozen_base`` (its value at build time).
     """
 
-    def __init__(self, plan: TargetPlan, config: LoraConfig, unfrozen_init: dict[str, Tensor], *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+    def __init__(self, plan: TargetPlan, config: LoraConfig, unfrozen_init: dict[str, Tensor], *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 weights: dict[str, Tensor] | None = None):
         super().__init__()
         self.config = config
         self.plan = plan
         self.scale = config.scale
+        self.algorithm = algorithm(config.algorithm)
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
+        self.adapter_params = nn.ModuleDict()  # other algorithms: kind (file key suffix) -> ParameterDict by target
+        self._adapters: dict[str, TargetAdapter] = {}  # plain dict: peft layers stay out of this module tree
+        self._weights: dict[str, Tensor] = dict(weights or {})  # module -> weight last built on / attached to (DoRA export)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        for t in plan.targets:
-            a = _init_a(config.init, config.rank, t.in_features, gen)
-            self.lora_A[_key(t.name)] = nn.Parameter(a.to(device=device, dtype=dtype))
-            self.lora_B[_key(t.name)] = nn.Parameter(torch.zeros(t.out_features, config.rank, device=device, dtype=dtype))
+        if config.algorithm != "lora":
+            self._check_algorithm(plan, config)
+        if config.algorithm in ("lora", "dora"):
+            for t in plan.targets:
+                a = _init_a(config.init, config.rank, t.in_features, gen)
+                self.lora_A[_key(t.name)] = nn.Parameter(a.to(device=device, dtype=dtype))
+                self.lora_B[_key(t.name)] = nn.Parameter(torch.zeros(t.out_features, config.rank, device=device, dtype=dtype))
+                if config.algorithm == "dora":
+                    rows = _rows(self._weight(t.module), t).to(device)
+                    self._add(t, DoraAdapter(self.lora_A[_key(t.name)], self.lora_B[_key(t.name)], self.scale, rows))
+        else:
+            seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+            with torch.random.fork_rng(devices=[]):  # peft initialises from torch's global RNG: seed it from ours
+                torch.manual_seed(seed)
+                for t in plan.targets:
+                    self._add(t, self.algorithm.create(t, config, None, dtype=dtype, device=device))
         self.unfrozen = nn.ParameterDict()
         self.unfrozen_base = _Buffers()
         for name in plan.unfrozen:
@@ -116,20 +134,48 @@ class LoraAdapters(nn.Module):
         params = dict(model.named_parameters())
         if device is None:
             device = next(iter(params.values())).device if params else "cpu"
-        return cls(plan, config, {n: params[n] for n in plan.unfrozen}, generator=generator, dtype=dtype, device=device)
+        modules = dict(model.named_modules())
+        weights = {name: modules[name].weight for name in plan.modules}
+        return cls(plan, config, {n: params[n] for n in plan.unfrozen}, generator=generator, dtype=dtype, device=device, weights=weights)
+
+    def _check_algorithm(self, plan: TargetPlan, config: LoraConfig) -> None:
+        for t in plan.targets:
+            self.algorithm.check_target(t, config)
+            if f"{t.module}.weight" in plan.unfrozen:
+                raise ConfigError("unfreeze", f"{t.module}.weight", f"with algorithm {config.algorithm!r} a weight that carries an adapter ({t.name}) cannot also be unfrozen; leave it out of unfreeze, or use algorithm 'lora'")
+
+    def _add(self, target: Target, adapter: TargetAdapter) -> None:
+        self._adapters[_key(target.name)] = adapter
+        for kind, param in adapter.params.items():
+            if kind not in self.adapter_params:
+                self.adapter_params[kind] = nn.ParameterDict()
+            self.adapter_params[kind][_key(target.name)] = param
+
+    def _weight(self, module: str) -> Tensor:
+        if module not in self._weights:
+            raise ConfigError("model", module, f"{self.config.algorithm} needs the weight of this layer: build the adapters with LoraAdapters.build(model, ...)")
+        return self._weights[module]
 
     # ------------------------------------------------------------ parameters
 
     def lora_parameters(self) -> list[nn.Parameter]:
-        """All ``A`` and ``B`` factors."""
-        return [*self.lora_A.values(), *self.lora_B.values()]
+        """All adapter parameters: ``A`` and ``B`` factors, and the other algorithms' (DoRA magnitudes, LoHa/LoKr factors, OFT blocks)."""
+        return [*self.lora_A.values(), *self.lora_B.values(), *self.adapter_params.parameters()]
+
+    def adapter_tensors(self) -> Iterator[tuple[Target, dict[str, Tensor]]]:
+        """``(target, {file key suffix: tensor})`` per adapter of an algorithm other than plain LoRA,
+        in ComfyUI's layout (:mod:`.algorithms`); DoRA gives its ``dora_scale`` only (its factors are :meth:`lora_pairs`)."""
+        for t in self.plan.targets:
+            yield t, self._adapters[_key(t.name)].export(_rows(self._weight(t.module), t))
 
     def unfrozen_parameters(self) -> list[nn.Parameter]:
         """Trainable copies of the unfrozen model tensors (often given their own lr)."""
         return list(self.unfrozen.values())
 
     def lora_pairs(self) -> Iterator[tuple[Target, Tensor, Tensor]]:
-        """``(target, A (rank, in), B (out, rank))`` per adapter, detached."""
+        """``(target, A (rank, in), B (out, rank))`` per adapter, detached (LoRA and DoRA; none for other algorithms)."""
+        if self.config.algorithm not in ("lora", "dora"):
+            return
         for t in self.plan.targets:
             yield t, self.lora_A[_key(t.name)].detach(), self.lora_B[_key(t.name)].detach()
 
@@ -181,8 +227,10 @@ class LoraAdapters(nn.Module):
             by_module: dict[str, list[Target]] = {}
             for t in self.plan.targets:
                 by_module.setdefault(t.module, []).append(t)
+            hook_class = _LoraHook if self.config.algorithm == "lora" else _AdapterHook
             for module_name, targets in by_module.items():
-                hook = _LoraHook(self, targets, modules[module_name].out_features)
+                self._weights[module_name] = modules[module_name].weight
+                hook = hook_class(self, targets, modules[module_name].out_features)
                 handles.append(modules[module_name].register_forward_hook(hook, with_kwargs=True))
             self._attached.append(model)
             log.debug("attached %d adapters on %d modules", len(self.plan.targets), len(handles))
@@ -271,6 +319,47 @@ class _LoraHook:
         if pos < self.out_features:
             blocks.append(bs[0].new_zeros(self.out_features - pos, n * r))
         return torch.cat(blocks, dim=0)
+
+
+class _AdapterHook:
+    """Forward hook of one Linear for the algorithms of :mod:`.algorithms` (DoRA, LoHa, LoKr, OFT).
+
+    Each adapter changes its rows of the output (all rows, or a row slice of a
+    fused projection); the rows no adapter covers pass through. The input is
+    dropped out once for the adapters whose dropout is on the input.
+    """
+
+    def __init__(self, owner: LoraAdapters, targets: list[Target], out_features: int):
+        self.owner = owner
+        self.targets = sorted(targets, key=lambda t: t.rows[0] if t.rows else 0)
+        self.keys = [_key(t.name) for t in self.targets]
+        self.out_features = out_features
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> Tensor:
+        x = args[0] if args else kwargs["input"]
+        owner = self.owner
+        p = owner.config.dropout
+        dropped = p > 0.0 and owner.training
+        x_dropped = F.dropout(x, p, training=True) if dropped else x
+        weight, bias = module.weight, module.bias
+        pieces, pos = [], 0
+        for t, k in zip(self.targets, self.keys, strict=True):
+            start, size = t.rows or (0, self.out_features)
+            if start > pos:
+                pieces.append(output[..., pos:start])
+            adapter = owner._adapters[k]
+            y = output[..., start:start + size]
+            b = None if bias is None else bias[start:start + size]
+            pieces.append(y + adapter.change(x_dropped if adapter.uses_input_dropout else x, y, weight[start:start + size], b, dropped))
+            pos = start + size
+        if pos < self.out_features:
+            pieces.append(output[..., pos:])
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+
+def _rows(weight: Tensor, target: Target) -> Tensor:
+    """The target's rows of its layer's weight ``(rows, in)`` (a view)."""
+    return weight if target.rows is None else weight[target.rows[0]:target.rows[0] + target.rows[1]]
 
 
 def _init_a(init: str, rank: int, in_features: int, gen: torch.Generator) -> Tensor:

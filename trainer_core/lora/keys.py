@@ -1,5 +1,9 @@
 """Export trained adapters as a LoRA state dict that stock ComfyUI loads.
 
+Plain LoRA below; DoRA, LoHa, LoKr and OFT use the key names and layouts of
+ComfyUI's ``comfy/weight_adapter`` (``dora_scale``, ``hada_*``, ``lokr_*``,
+``oft_blocks``), listed in :mod:`.algorithms`, under the same prefixes and names.
+
 Keys (``P`` = ``prefix``, default ``diffusion_model.``; ``N`` = adapter name)::
 
     P N.lora_A.weight  (rank, in)     P N.lora_down.weight   (weight_names="lora_down")
@@ -68,7 +72,9 @@ def lora_state_dict(adapters: LoraAdapters, *, key_style: str = "native", prefix
     preset = adapters.config.preset
     diffs = dict(adapters.unfrozen_diffs())
     out: dict[str, Tensor] = {}
-    for target, a, b in adapters.lora_pairs():
+    if adapters.config.algorithm != "lora":
+        out.update(_algorithm_tensors(adapters, prefix, key_style, down, up, dtype))
+    for target, a, b in adapters.lora_pairs() if adapters.config.algorithm == "lora" else ():
         weight = f"{target.module}.weight"
         if weight in diffs:  # one patch per weight per file in ComfyUI: fold the adapter into the diff
             start, size = target.rows or (0, target.out_features)
@@ -81,6 +87,24 @@ def lora_state_dict(adapters: LoraAdapters, *, key_style: str = "native", prefix
     for name, diff in diffs.items():
         stem = name[: -len(".weight")] if name.endswith(".weight") else name
         out[f"{prefix}{stem}.diff"] = _cpu(diff, dtype)
+    return out
+
+
+def _algorithm_tensors(adapters: LoraAdapters, prefix: str, key_style: str, down: str, up: str, dtype: torch.dtype | None) -> dict[str, Tensor]:
+    """Keys of DoRA, LoHa, LoKr and OFT adapters in ComfyUI's layout (:mod:`.algorithms`); ``alpha`` stays float32.
+
+    DoRA writes the LoRA keys (``down``/``up`` style) plus ``dora_scale``.
+    (No unfrozen-weight folding here: such configs are refused when the adapters are built.)
+    """
+    out: dict[str, Tensor] = {}
+    pairs = {t.name: (a, b) for t, a, b in adapters.lora_pairs()} if adapters.config.algorithm == "dora" else {}
+    for target, tensors in adapters.adapter_tensors():
+        stem = prefix + export_name(target.name, adapters.config.preset, key_style)
+        if target.name in pairs:
+            a, b = pairs[target.name]
+            tensors = {down: a, up: b, "alpha": torch.tensor(float(adapters.config.alpha)), **tensors}
+        for suffix, tensor in tensors.items():
+            out[f"{stem}.{suffix}"] = _cpu(tensor, torch.float32 if suffix == "alpha" else dtype)
     return out
 
 

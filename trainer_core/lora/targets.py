@@ -49,10 +49,15 @@ class TargetPlan:
     unfrozen: tuple[str, ...]
     unfrozen_numel: int
     rank: int
+    algorithm: str = "lora"
+    adapter_numel: int | None = None
+    """Adapter parameters of an algorithm other than plain LoRA (set by :func:`resolve`)."""
 
     @property
     def lora_numel(self) -> int:
-        """Number of LoRA parameters: ``sum(rank * (in + out))``."""
+        """Number of adapter parameters: LoRA ``sum(rank * (in + out))``; other algorithms as :mod:`.algorithms` counts them."""
+        if self.adapter_numel is not None:
+            return self.adapter_numel
         return sum(self.rank * (t.in_features + t.out_features) for t in self.targets)
 
     @property
@@ -61,8 +66,10 @@ class TargetPlan:
         return tuple(dict.fromkeys(t.module for t in self.targets))
 
     def summary(self) -> str:
-        """E.g. ``8 adapters on 4 modules, 49,152 LoRA parameters; 2 unfrozen tensors, 512 parameters``."""
-        text = f"{len(self.targets)} adapters on {len(self.modules)} modules, {self.lora_numel:,} LoRA parameters"
+        """E.g. ``8 adapters on 4 modules, 49,152 LoRA parameters; 2 unfrozen tensors, 512 parameters`` (``LoKr parameters``...)."""
+        from .algorithms import algorithm
+
+        text = f"{len(self.targets)} adapters on {len(self.modules)} modules, {self.lora_numel:,} {algorithm(self.algorithm).label} parameters"
         if self.unfrozen:
             text += f"; {len(self.unfrozen)} unfrozen tensors, {self.unfrozen_numel:,} parameters"
         return text
@@ -103,7 +110,15 @@ def resolve(model: nn.Module, config: LoraConfig) -> TargetPlan:
     unfrozen = tuple(n for n in params if patterns.matches(n, config.unfreeze, "unfreeze"))
     if config.unfreeze and not unfrozen:
         raise ConfigError("unfreeze", list(config.unfreeze), f"matched no parameter of the model; {_close(config.unfreeze, list(params))}")
-    plan = TargetPlan(chosen, unfrozen, sum(params[n].numel() for n in unfrozen), config.rank)
+    numel = None
+    if config.algorithm != "lora":
+        from .algorithms import algorithm
+
+        method = algorithm(config.algorithm)
+        for t in chosen:
+            method.check_target(t, config)
+        numel = sum(method.numel(t, config) for t in chosen)
+    plan = TargetPlan(chosen, unfrozen, sum(params[n].numel() for n in unfrozen), config.rank, config.algorithm, numel)
     log.info("LoRA %s: %s", config.describe(), plan.summary())
     return plan
 
