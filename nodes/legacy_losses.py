@@ -1,4 +1,9 @@
-"""Loss Builder node: the training objective as a weighted sum of loss terms."""
+"""The all-in-one Loss Builder of earlier workflows (deprecated: :mod:`.losses` chains one node per term).
+
+Kept so that saved workflows load and train exactly as before: ComfyUI hides a
+deprecated node from search but still runs it. Same configs as the chained
+nodes (tests/test_node_families.py).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ class LossBuilder(io.ComfyNode):
             node_id=f"{PREFIX}LossBuilder",
             display_name="Loss Builder (FlowLoRA)",
             category=CATEGORY,
-            description="Training loss = w(sigma) * (primary_weight * primary + cosine_weight * cosine + fft_weight * FFT), from the model's x0 estimate.",
+            is_deprecated=True,
+            description="Deprecated: use Loss: MSE / Huber / Charbonnier, then Loss + Cosine, Loss + FFT and a Loss Weighting node, which show only the settings in use. Training loss = w(sigma) * (primary_weight * primary + cosine_weight * cosine + fft_weight * FFT), from the model's x0 estimate.",
             inputs=[
                 io.Combo.Input("primary", options=PRIMARY, default="x0_mse", tooltip="Main term. x0_mse: U1 baseline. v_mse: U1's velocity loss (= x0-MSE / sigma^2). *_huber: Huber. v_charbonnier: AC-RF's sqrt(d^2 + eps) - sqrt(eps)."),
                 io.Float.Input("primary_weight", default=1.0, min=0.0, max=100.0, step=0.01, tooltip="lambda_1 of the primary term."),

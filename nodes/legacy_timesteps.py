@@ -1,18 +1,18 @@
-"""Timestep Sampler node: picks where on the noise axis training samples land."""
+"""The all-in-one Timestep Sampler of earlier workflows (deprecated: :mod:`.timesteps` has one node per family).
+
+Kept so that saved workflows load and train exactly as before: ComfyUI hides a
+deprecated node from search but still runs it. Same configs as the family
+nodes (tests/test_node_families.py), same histogram.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from comfy_api.latest import io
 
 from ..trainer_core import timesteps as ts
 from ..trainer_core.errors import ConfigError
-from ..trainer_core.figures import histogram_chart
-from . import figures
+from .timesteps import histogram
 from .types import CATEGORY, PREFIX, Timesteps, check_inputs, validation_message
-
-PREVIEW_DRAWS = 4096
 
 
 def build_config(sampler: str, shift_mode: str, clamp_min: float, clamp_max: float, anchor_sigmas=None, **values) -> ts.TimestepConfig:
@@ -24,32 +24,6 @@ def build_config(sampler: str, shift_mode: str, clamp_min: float, clamp_max: flo
     return ts.TimestepConfig(ts.make_sampler(sampler, **values), ts.make_shift(shift_mode, **values), clamp_min, clamp_max)
 
 
-def preview(config: ts.TimestepConfig, axis: str, batch_size: int, seed: int, image_seq_len: int) -> tuple[np.ndarray, torch.Tensor]:
-    """4,096 draws in training-sized batches and their histogram in ``axis`` ("t" or "sigma")."""
-    generator = torch.Generator().manual_seed(seed)
-    draws = []
-    for _ in range(-(-PREVIEW_DRAWS // batch_size)):
-        draws.append(config.sample(batch_size, generator, image_seq_len))
-    sigma = torch.cat(draws)[:PREVIEW_DRAWS].numpy()
-    values = 1.0 - sigma if axis == "t" else sigma
-    mean, median = float(values.mean()), float(np.median(values))
-    label = "t = 1 - sigma (1 = clean)" if axis == "t" else "sigma (1 = noise)"
-    image = figures.render(histogram_chart(
-        values,
-        title=f"Timesteps: {PREVIEW_DRAWS} draws in {axis}{_anchor_title(config)}",
-        xlabel=label,
-        notes=(config.describe(), f"mean {mean:.3f}   median {median:.3f}   batch {batch_size}   seed {seed}"),
-        marks={"mean": mean, "median": median},
-    ))
-    return values, image
-
-
-def _anchor_title(config: ts.TimestepConfig) -> str:
-    if not isinstance(config.sampler, ts.AnchorCoupled):
-        return ""
-    return ", anchors from the graph's SIGMAS" if config.sampler.anchor_sigmas else ", anchors of the AC-RF report"
-
-
 class TimestepSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -57,7 +31,8 @@ class TimestepSampler(io.ComfyNode):
             node_id=f"{PREFIX}TimestepSampler",
             display_name="Timestep Sampler (FlowLoRA)",
             category=CATEGORY,
-            description="Chooses the noise levels sigma (1 = noise) that training draws, and previews 4,096 draws as a histogram.",
+            is_deprecated=True,
+            description="Deprecated: use the Timesteps family nodes (Uniform, Logit-Normal, Sigmoid, Anchor-Coupled) and Timestep Shift, which show only the chosen family's settings. Chooses the noise levels sigma (1 = noise) that training draws, and previews 4,096 draws as a histogram.",
             inputs=[
                 io.Combo.Input("sampler", options=ts.SAMPLERS.names(), default="uniform", tooltip="Base distribution. uniform: sigma_min/sigma_max. logit_normal: mean/std/space (U1: -0.8/0.8 in t). sigmoid: scale. anchor_coupled: AC-RF anchors (num_anchors, anchor_shift, jitter)."),
                 io.Float.Input("sigma_min", default=0.0, min=0.0, max=1.0, step=0.001, tooltip="uniform: lowest sigma. U1's t in [0.05, 1) is sigma in [0, 0.95]."),
@@ -96,7 +71,7 @@ class TimestepSampler(io.ComfyNode):
     @classmethod
     def execute(cls, preview_axis: str, preview_batch_size: int, preview_seq_len: int, preview_seed: int, **kw) -> io.NodeOutput:
         config = build_config(**_config_args(kw))
-        _, image = preview(config, preview_axis, preview_batch_size, preview_seed, preview_seq_len)
+        _, image = histogram(config, preview_axis, preview_batch_size, preview_seed, preview_seq_len)
         return io.NodeOutput(config, image)
 
 

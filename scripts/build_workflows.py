@@ -280,20 +280,40 @@ U1_RUNS = {
 # - cosine: one per sample over the flattened tensor (L202-204), as the pack's v_cosine;
 # - Charbonnier eps: 1e-6 under the root (L195), as the pack's charbonnier_eps.
 ACRF_RECIPE = dict(
-    timesteps=dict(sampler="anchor_coupled", num_anchors=10, anchor_shift=3.0, jitter=0.02, jitter_kind="gaussian", clamp_min=0.001, clamp_max=0.999, preview_axis="sigma"),
-    loss=dict(primary="v_charbonnier", primary_weight=1.0, cosine_weight=0.1, fft_weight=0.1, fft_space="velocity", weighting="min_snr", snr_gamma=5.0, charbonnier_eps=1e-6, fft_norm="ortho"),
+    timesteps=dict(num_anchors=10, anchor_shift=3.0, jitter=0.02, jitter_kind="gaussian", clamp_min=0.001, clamp_max=0.999),
+    loss=(
+        ("FlowLoRALossCharbonnier", "Charbonnier on velocities", dict(space="velocity", weight=1.0, charbonnier_eps=1e-6, t_eps=0.001)),
+        ("FlowLoRALossCosine", "+ 0.1 cosine", dict(weight=0.1)),
+        ("FlowLoRALossFFT", "+ 0.1 FFT (ortho)", dict(space="velocity", weight=0.1, fft_norm="ortho")),
+        ("FlowLoRALossMinSNR", "x Min-SNR, gamma 5", dict(snr_gamma=5.0)),
+    ),
     lora=dict(preset="zimage_attn", rank=16, alpha=16.0),
     optimizer=dict(optimizer="adamw8bit", learning_rate=1e-4, schedule="cosine_with_restarts", num_cycles=1, min_lr_ratio=0.01, max_grad_norm=1.0, grad_accumulation=4),
 )
+"""Each loss entry: (node type, title, widgets), chained in order on the LOSS wire."""
+
+
+def loss_chain(wf: Workflow, steps, x: float, y: float) -> list[Node]:
+    """The loss nodes of ``steps`` ((type, title, widgets), ...) in a column, each fed by the one before."""
+    nodes: list[Node] = []
+    for node_type, title, values in steps:
+        upstream = {"loss": nodes[-1]["loss"]} if nodes else {}
+        nodes.append(wf.add(node_type, (x, y), node_title=title, **upstream, **values))
+        y += 60 + 26 * len(values)
+    return nodes
 
 
 def acrf_recipe(wf: Workflow, x: float, y: float) -> dict[str, Node]:
-    """Timestep Sampler, Loss Builder, LoRA Config and Optimizer Config of the AC-RF report."""
+    """Timesteps, loss chain, LoRA Config and Optimizer Config of the AC-RF report; ``loss`` is the chain's end."""
     r = ACRF_RECIPE
+    chain = loss_chain(wf, r["loss"], x + 370, y)
+    timesteps = wf.add("FlowLoRATimestepsAnchorCoupled", (x, y), node_title="AC-RF anchors: K 10, shift 3, jitter 0.02 (Gaussian)", **r["timesteps"])
     nodes = {
-        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title="AC-RF anchors: K 10, shift 3, jitter 0.02 (Gaussian)", **r["timesteps"]),
-        "loss": wf.add("FlowLoRALossBuilder", (x + 370, y), node_title="Charbonnier + 0.1 cos + 0.1 FFT, Min-SNR 5", **r["loss"]),
-        "lora": wf.add("FlowLoRALoraConfig", (x + 370, y + 420), node_title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
+        "timesteps": timesteps,
+        "histogram": wf.add("FlowLoRATimestepHistogram", (x, y + 280), timesteps=timesteps["timesteps"], axis="sigma", batch_size=1, seq_len=4096, seed=0),
+        **{f"loss_{i}": node for i, node in enumerate(chain[:-1])},
+        "loss": chain[-1],
+        "lora": wf.add("FlowLoRALoraConfig", (x + 370, y + 520), node_title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
         "optimizer": wf.add("FlowLoRAOptimizerConfig", (x + 740, y), node_title="AdamW8bit 1e-4, cosine w/ restarts, accum 4", **r["optimizer"]),
     }
     wf.group("3. AC-RF recipe", list(nodes.values()), GROUP_COLOURS["recipe"])
@@ -408,7 +428,7 @@ Where the code differs from a clear statement of the report, the report is follo
 Min-SNR on every term with sigma clamped at 1e-6 (the code weights only the
 Charbonnier term, sigma clamped to [0.01, 0.99], L185-196); FFT of the velocity's
 complex spectrum (the code compares amplitudes of the x0 estimate, L212-266;
-`fft_space` x0 is one click away).
+the Loss + FFT node's `space` x0 is one click away).
 
 **Targets**: the report's attention-only LoRA. In the tiny-world ablation
 (docs/ABLATION.md) the same recipe on every Linear (LoRA Config preset `all_linear`)
@@ -454,7 +474,7 @@ are exactly the sigmas it gives (without the final 0) for the model as you sampl
 
 
 def graph_anchors(wf: Workflow, model: Out, timesteps: Node, x: float, y: float) -> list[Node]:
-    """BasicScheduler on the trained model (shift 3) -> the Timestep Sampler's anchor_sigmas, bypassed (mode 4)."""
+    """BasicScheduler on the trained model (shift 3) -> the Anchor-Coupled node's anchor_sigmas, bypassed (mode 4)."""
     shifted = wf.add("ModelSamplingAuraFlow", (x, y), node_title="as sampled: shift 3", model=model, shift=3.0)
     scheduler = wf.add("BasicScheduler", (x, y + 130), node_title="your sampler's sigmas (Ctrl+B to use)", mode=4, model=shifted["MODEL"], scheduler="simple", steps=10, denoise=1.0)
     note = wf.note(ANCHORS_NOTE, (x, y + 300), (340, 380), title="Anchors: report or graph")
@@ -477,7 +497,7 @@ def acrf_zimage_turbo() -> Workflow:
     buckets = wf.add("PreviewImage", (420, 900), size=(340, 260), node_title="buckets", images=dataset["buckets"])
     wf.group("2. Dataset", [dataset, buckets], GROUP_COLOURS["data"])
     recipe = acrf_recipe(wf, 840, 0)
-    histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), node_title="timestep histogram", images=recipe["timesteps"]["histogram"])
+    histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), node_title="timestep histogram", images=recipe["histogram"]["histogram"])
     graph_anchors(wf, unet["MODEL"], recipe["timesteps"], 840, 1140)
     prompts = ("a portrait photo of a woman with wavy hair by a harbour, pastel houses behind", "a red fox in fresh snow, soft morning light")
     preview = zimage_preview(wf, clip["CLIP"], vae["VAE"], prompts, 1210, 1140, 1024)
@@ -530,7 +550,7 @@ block (the report trains with the think sidecar).
 
 **Sampling** (report section 3.4): 50-step Euler, cfg 4, shift 3 (set on the loader),
 fixed prompts and seed. The loader's `t_eps` 0.02 is the official sampler's
-(`modeling_neo_chat.py` `t2i_generate`); the training `t_eps` 0.05 is the Loss Builder's.
+(`modeling_neo_chat.py` `t2i_generate`); the training `t_eps` 0.05 is the Loss: MSE node's.
 The sheet shows the base model and the trained LoRA.
 
 **Output**: `models/loras/flowlora/u1_{{name}}.safetensors` with its log; plots of the
@@ -541,19 +561,20 @@ report's figures 1-5 in `output/flowlora/u1_{{name}}/`.
 def u1_recipe(wf: Workflow, name: str, x: float, y: float) -> dict[str, Node]:
     label, primary, sampler, _, _ = U1_RUNS[name]
     if sampler == "uniform":
-        t = dict(sampler="uniform", sigma_min=0.0, sigma_max=0.95)
+        timesteps = wf.add("FlowLoRATimestepsUniform", (x, y), node_title=f"{label}: uniform t", sigma_min=0.0, sigma_max=0.95, clamp_min=0.0, clamp_max=1.0)
     else:
-        t = dict(sampler="logit_normal", mean=-0.8, std=0.8, space="t", clamp_min=0.05, clamp_max=0.95)
+        timesteps = wf.add("FlowLoRATimestepsLogitNormal", (x, y), node_title=f"{label}: logit-normal t", mean=-0.8, std=0.8, space="t", clamp_min=0.05, clamp_max=0.95)
+    space = {"x0_mse": "x0", "v_mse": "velocity"}[primary]
     return {
-        "timesteps": wf.add("FlowLoRATimestepSampler", (x, y), node_title=f"{label}: {sampler} t", preview_axis="t", **t),
+        "timesteps": timesteps,
         # training t_eps 0.05: train_u1 train_u1/constants.py L43 (T_EPS_DEFAULT), used by its v target (train_bf16_offload.py L736)
-        "loss": wf.add("FlowLoRALossBuilder", (x, y + 820), node_title=f"{label}: {primary}", primary=primary, primary_weight=1.0, weighting="none", t_eps=0.05),
+        "loss": wf.add("FlowLoRALossMSE", (x, y + 220), node_title=f"{label}: {primary}", space=space, weight=1.0, t_eps=0.05),
     }
 
 
 def u1_shared(wf: Workflow, x: float, y: float) -> dict[str, Node]:
     # t_eps 0.02 for sampling, as the official t2i_generate (modeling_neo_chat.py L1578, L1583); training keeps
-    # 0.05 through the Loss Builder's t_eps (u1_recipe), which is what the training losses divide by.
+    # 0.05 through the Loss: MSE node's t_eps (u1_recipe), which is what the training losses divide by.
     loader = wf.add("FlowLoRAU1Loader", (x, y), checkpoint=U1_CHECKPOINT, shift=3.0, t_eps=0.02, weight_dtype="checkpoint")
     vae = wf.add("VAELoader", (x, y + 200), node_title="pixel_space VAE", vae_name="pixel_space")
     wf.group("1. SenseNova-U1", [loader, vae], GROUP_COLOURS["models"])

@@ -10,7 +10,9 @@ Pure Python given the server's ``/object_info``. It does what the frontend's
   ``input_order``: required, then optional inputs that are widgets); INT
   widgets named ``seed``/``noise_seed`` or marked ``control_after_generate``
   carry one extra value (the "control after generate" choice), which is not
-  sent; a count that does not match is an error naming the node;
+  sent; a workflow saved before a node gained widgets at the end (fewer values
+  than widgets) gets those widgets' defaults, as the frontend gives them when it
+  loads such a file; any other count mismatch is an error naming the node;
 - links overwrite widget values of inputs that were turned into sockets;
 - ``Note``, ``MarkdownNote``, ``Reroute`` and ``PrimitiveNode`` are not sent:
   links pass through reroutes, and an input fed by a PrimitiveNode keeps the
@@ -43,12 +45,16 @@ class WorkflowError(ValueError):
     """A workflow the converter cannot turn into a prompt; the message names the node."""
 
 
+NO_DEFAULT = object()
+
+
 @dataclass(frozen=True)
 class Widget:
     """One entry of a node's ``widgets_values``: an input widget or a frontend-only companion."""
 
     name: str
     sent: bool = True  # False for "control_after_generate" and upload buttons
+    default: Any = NO_DEFAULT  # the value a widget missing from an older file takes
 
 
 def widget_layout(node_def: dict) -> list[Widget]:
@@ -67,7 +73,8 @@ def widget_layout(node_def: dict) -> list[Widget]:
             is_combo = isinstance(kind, list) or kind == "COMBO"
             if not (is_combo or kind in WIDGET_TYPES) or options.get("forceInput"):
                 continue
-            layout.append(Widget(name))
+            choices = kind if isinstance(kind, list) else options.get("options", [])
+            layout.append(Widget(name, default=options.get("default", choices[0] if is_combo and choices else NO_DEFAULT)))
             control = options.get("control_after_generate")
             if kind == "INT" and (control if control is not None else name in CONTROL_NAMES):
                 layout.append(Widget("control_after_generate", sent=False))
@@ -91,6 +98,9 @@ def widget_values(node: dict, node_def: dict) -> dict[str, Any]:
         values = []
     if isinstance(values, dict):  # some custom frontends save a name -> value mapping
         return {w.name: values[w.name] for w in layout if w.sent and w.name in values}
+    missing = layout[len(values):]
+    if missing and all(w.default is not NO_DEFAULT or not w.sent for w in missing):
+        values = [*values, *(w.default for w in missing)]  # widgets added since the file was saved
     if len(values) != len(layout):
         names = ", ".join(w.name for w in layout) or "none"
         raise WorkflowError(f"{describe(node)}: {len(values)} widget values, but this ComfyUI's {node.get('type')} has {len(layout)} widgets ({names}); re-save the workflow with this ComfyUI or fix widgets_values")

@@ -140,6 +140,36 @@ def test_workflow_runs(e2e, path):
             assert (server.base / "output" / image["subfolder"] / image["filename"]).stat().st_size > 0
 
 
+def trained(server, prompt: dict) -> tuple[dict, dict]:
+    """The LoRA tensors and the ``flowlora.training`` settings of the prompt's one trainer."""
+    from safetensors import safe_open
+
+    (node,) = [n for n in prompt.values() if n["class_type"] == "FlowLoRALoraTrainer"]
+    stem = server.base / "models" / "loras" / node["inputs"]["output_name"]
+    with safe_open(str(stem.with_name(stem.name + ".safetensors")), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["flowlora.training"])
+
+
+def test_a_workflow_saved_with_the_old_nodes_trains_as_today(e2e):
+    """``tests/legacy_workflows/demo_tiny.json`` is demo_tiny as shipped before the timestep and loss nodes were
+    split by family (issue 16): the all-in-one Timestep Sampler and Loss Builder, now deprecated. It still
+    converts, runs, and trains exactly the LoRA the shipped workflow trains: same tensors, same settings."""
+    import torch
+
+    server, object_info = e2e
+    runs = {}
+    for label, path in (("old", harness.REPO / "tests" / "legacy_workflows" / "demo_tiny.json"), ("new", harness.REPO / "workflows" / "demo_tiny.json")):
+        prompt = api_prompt(path, object_info)
+        fresh(server)
+        entry = server.run_prompt(prompt, timeout=600)
+        assert entry["status"]["status_str"] == "success", failure(entry, server)
+        runs[label] = ({n["class_type"] for n in prompt.values()}, *trained(server, prompt))
+    (old_kinds, old_lora, old_settings), (new_kinds, new_lora, new_settings) = runs["old"], runs["new"]
+    assert {"FlowLoRATimestepSampler", "FlowLoRALossBuilder"} <= old_kinds and not {"FlowLoRATimestepSampler", "FlowLoRALossBuilder"} & new_kinds
+    assert old_settings == new_settings
+    assert old_lora.keys() == new_lora.keys() and all(torch.equal(old_lora[k], new_lora[k]) for k in old_lora)
+
+
 def check_tinyworld_demo(prompt: dict, entry: dict) -> None:
     """The tiny-world demo learns its style (issue 12): the graph's own Style Distance and Content Accuracy
     nodes, on its held-out prompts, say the style moved at least 60% of the way to the style set and content

@@ -1,4 +1,6 @@
-"""The Timestep Sampler and Loss Builder nodes, run in-process on ComfyUI's V3 API."""
+"""The deprecated all-in-one Timestep Sampler and Loss Builder nodes (saved workflows still use them), in-process on ComfyUI's V3 API.
+
+The family nodes that replace them: tests/test_node_families.py."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ LOSS_WIDGETS = dict(
 
 @pytest.fixture(scope="module")
 def node_modules(comfy_root):
-    from flowlora.nodes import losses, timesteps
+    from flowlora.nodes import legacy_losses, legacy_timesteps
 
-    return timesteps, losses
+    return legacy_timesteps, legacy_losses
 
 
 def test_logit_normal_histogram_in_t(node_modules):
@@ -29,7 +31,9 @@ def test_logit_normal_histogram_in_t(node_modules):
     w = {**WIDGETS, "sampler": "logit_normal", "mean": -0.8, "std": 0.8, "space": "t"}
     out = timesteps.TimestepSampler.execute(**w)
     config, image = out.result
-    values, expected_image = timesteps.preview(config, "t", 1, 0, 4096)
+    from flowlora.nodes.timesteps import histogram
+
+    values, expected_image = histogram(config, "t", 1, 0, 4096)
     assert len(values) == 4096
     assert abs(values.mean() - 0.33) <= 0.01 and abs(np.median(values) - 0.31) <= 0.01
     assert image.shape == (1, 512, 768, 3) and image.dtype == torch.float32

@@ -172,12 +172,12 @@ def test_u1_loader_samples_with_the_official_t_eps(pack_info):
 def test_u1_workflows_sample_at_002_and_train_at_005(pack_info, name):
     workflow = shipped(name)
     assert [w["t_eps"] for w in widgets(workflow, "FlowLoRAU1Loader", pack_info)] == [0.02]
-    assert {w["t_eps"] for w in widgets(workflow, "FlowLoRALossBuilder", pack_info)} == {0.05}
+    assert {w["t_eps"] for w in widgets(workflow, "FlowLoRALossMSE", pack_info)} == {0.05}
 
 
 def test_training_losses_do_not_depend_on_the_sampling_t_eps(comfy_root):
     """The trainer's x0 (``flowlora_network_x0``) is the network's own x0_hat whatever the loader's t_eps,
-    so velocity losses divide by the Loss Builder's training t_eps (0.05) only."""
+    so velocity losses divide by the loss node's training t_eps (0.05) only."""
     import torch
     from flowlora.nodes.u1.model import U1ModelSampling
     from flowlora.trainer_core.losses import LossConfig
@@ -211,22 +211,26 @@ def test_acrf_workflow_follows_the_reference_code_where_the_report_is_ambiguous(
     one cosine per sample (L202-204), sqrt(d^2 + 1e-6) (L195)."""
     for name in ("acrf_zimage_turbo", "demo_tiny"):
         workflow = shipped(name)
-        (t,) = widgets(workflow, "FlowLoRATimestepSampler", pack_info)
-        assert (t["sampler"], t["num_anchors"], t["anchor_shift"], t["jitter"], t["jitter_kind"]) == ("anchor_coupled", 10, 3.0, 0.02, "gaussian")
-        (loss,) = widgets(workflow, "FlowLoRALossBuilder", pack_info)
-        assert loss["fft_norm"] == "ortho" and loss["charbonnier_eps"] == 1e-6
-        assert (loss["primary"], loss["cosine_weight"], loss["fft_weight"], loss["fft_space"]) == ("v_charbonnier", 0.1, 0.1, "velocity")
+        (t,) = widgets(workflow, "FlowLoRATimestepsAnchorCoupled", pack_info)
+        assert (t["num_anchors"], t["anchor_shift"], t["jitter"], t["jitter_kind"]) == (10, 3.0, 0.02, "gaussian")
+        (charbonnier,) = widgets(workflow, "FlowLoRALossCharbonnier", pack_info)
+        assert (charbonnier["space"], charbonnier["weight"], charbonnier["charbonnier_eps"]) == ("velocity", 1.0, 1e-6)
+        assert [w["weight"] for w in widgets(workflow, "FlowLoRALossCosine", pack_info)] == [0.1]
+        (fft,) = widgets(workflow, "FlowLoRALossFFT", pack_info)
+        assert (fft["space"], fft["weight"], fft["fft_norm"]) == ("velocity", 0.1, "ortho")
+        assert [w["snr_gamma"] for w in widgets(workflow, "FlowLoRALossMinSNR", pack_info)] == [5.0]
     note = next(n["widgets_values"][0] for n in shipped("acrf_zimage_turbo")["nodes"] if n.get("title") == "Read me: AC-RF on Z-Image Turbo")
     for fact in ("4d8378e", "L131", "norm='ortho'", "L255-256", "L202-204", "L195"):
         assert fact in note
 
 
 def test_the_packs_other_choices_stay_one_click_away(pack_info):
-    inputs = pack_info["FlowLoRATimestepSampler"]["input"]["required"]
-    assert inputs["jitter_kind"][0] == ["uniform", "gaussian"] or inputs["jitter_kind"][1]["options"] == ["uniform", "gaussian"]
-    assert inputs["jitter_kind"][1]["default"] == "uniform"
-    loss = pack_info["FlowLoRALossBuilder"]["input"]["required"]
-    assert loss["fft_norm"][1]["default"] == "ortho"
+    for node in ("FlowLoRATimestepsAnchorCoupled", "FlowLoRATimestepSampler"):
+        inputs = pack_info[node]["input"]["required"]
+        assert inputs["jitter_kind"][0] == ["uniform", "gaussian"] or inputs["jitter_kind"][1]["options"] == ["uniform", "gaussian"]
+        assert inputs["jitter_kind"][1]["default"] == "uniform"
+    for node in ("FlowLoRALossFFT", "FlowLoRALossBuilder"):
+        assert pack_info[node]["input"]["required"]["fft_norm"][1]["default"] == "ortho"
 
 
 def test_fft_norms_differ_by_sqrt_hw_and_cosine_is_per_sample():
@@ -277,11 +281,11 @@ def comfy_flow_sigmas(shift: float, scheduler: str, steps: int):
 def test_sigmas_input_makes_the_anchors_the_schedulers_sigmas(comfy_root, scheduler, steps):
     import torch
     from flowlora.nodes import timesteps as node
-    from test_nodes_maths import WIDGETS
 
     sigmas = comfy_flow_sigmas(3.0, scheduler, steps)
     assert len(sigmas) == steps + 1 and float(sigmas[-1]) == 0.0
-    config, image = node.TimestepSampler.execute(**{**WIDGETS, "sampler": "anchor_coupled", "jitter_kind": "gaussian", "anchor_sigmas": sigmas}).result
+    (config,) = node.TimestepsAnchorCoupled.execute(num_anchors=10, anchor_shift=3.0, jitter=0.02, jitter_kind="gaussian", clamp_min=0.001, clamp_max=0.999, anchor_sigmas=sigmas).result
+    (image,) = node.TimestepHistogram.execute(config, axis="sigma", batch_size=steps, seq_len=4096, seed=0).result
     assert torch.equal(config.sampler.anchors, sigmas[:-1].double())
     assert config.sampler.anchor_sigmas == tuple(sigmas[:-1].tolist())
     assert "the graph's SIGMAS" in config.describe() and image.shape[0] == 1
@@ -314,7 +318,7 @@ def test_graph_anchors_round_trip_and_errors():
 
 
 def test_sigmas_with_another_sampler_is_an_error(comfy_root):
-    from flowlora.nodes import timesteps as node
+    from flowlora.nodes import legacy_timesteps as node
     from flowlora.trainer_core.errors import ConfigError
     from test_nodes_maths import WIDGETS
 
@@ -327,7 +331,7 @@ def test_acrf_workflow_offers_graph_anchors_bypassed(pack_info):
     workflow = shipped("acrf_zimage_turbo")
     nodes = {n["id"]: n for n in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
-    (sampler,) = [n for n in workflow["nodes"] if n["type"] == "FlowLoRATimestepSampler"]
+    (sampler,) = [n for n in workflow["nodes"] if n["type"] == "FlowLoRATimestepsAnchorCoupled"]
     (slot,) = [i for i in sampler["inputs"] if i["name"] == "anchor_sigmas"]
     scheduler = nodes[links[slot["link"]][1]]
     assert scheduler["type"] == "BasicScheduler" and scheduler["mode"] == 4

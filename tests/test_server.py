@@ -37,27 +37,26 @@ def test_log_shows_the_pack_imported(server):
     assert "Cannot import" not in log or "flowlora" not in log.split("Cannot import", 1)[1][:300]
 
 
-def sampler_prompt(**widgets):
-    inputs = {
-        "sampler": "logit_normal", "sigma_min": 0.0, "sigma_max": 1.0, "mean": -0.8, "std": 0.8, "space": "t", "scale": 1.0,
-        "num_anchors": 10, "anchor_shift": 3.0, "jitter": 0.02, "jitter_kind": "uniform", "shift_mode": "none", "shift": 3.0,
-        "base_shift": 0.5, "max_shift": 1.15, "clamp_min": 0.0, "clamp_max": 1.0, "preview_axis": "t",
-        "preview_batch_size": 1, "preview_seq_len": 4096, "preview_seed": 0,
-    }
-    inputs.update(widgets)
+def sampler_prompt(family: str = "LogitNormal", **widgets):
+    """Timesteps family node -> Timestep Histogram -> SaveImage."""
+    family_widgets = {
+        "LogitNormal": {"mean": -0.8, "std": 0.8, "space": "t", "clamp_min": 0.0, "clamp_max": 1.0},
+        "Uniform": {"sigma_min": 0.0, "sigma_max": 1.0, "clamp_min": 0.0, "clamp_max": 1.0},
+    }[family]
     return {
-        "1": {"class_type": "FlowLoRATimestepSampler", "inputs": inputs},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 1], "filename_prefix": "timesteps"}},
+        "1": {"class_type": f"FlowLoRATimesteps{family}", "inputs": {**family_widgets, **widgets}},
+        "2": {"class_type": "FlowLoRATimestepHistogram", "inputs": {"timesteps": ["1", 0], "axis": "t", "batch_size": 1, "seq_len": 4096, "seed": 0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "timesteps"}},
     }
 
 
 def test_histogram_prompt_runs_and_a_bad_one_is_refused(server):
     entry = server.run_prompt(sampler_prompt())
     assert entry["status"]["status_str"] == "success", entry["status"]
-    images = entry["outputs"]["2"]["images"]
+    images = entry["outputs"]["3"]["images"]
     assert len(images) == 1 and (server.base / "output" / images[0]["filename"]).stat().st_size > 1000
 
-    status, body = server.post("/prompt", {"prompt": sampler_prompt(sampler="uniform", sigma_min=0.7, sigma_max=0.5)})
+    status, body = server.post("/prompt", {"prompt": sampler_prompt("Uniform", sigma_min=0.7, sigma_max=0.5)})
     assert status == 400
     assert "sigma_min = 0.7" in str(body["node_errors"]["1"])
     assert server.get("/system_stats")["system"]  # still serving

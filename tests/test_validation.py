@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.server
 
-CONFIG_NODES = ("FlowLoRATimestepSampler", "FlowLoRALossBuilder", "FlowLoRALoraConfig", "FlowLoRAOptimizerConfig")
+CONFIG_NODES = ("FlowLoRATimestepsAnchorCoupled", "FlowLoRALossMSE", "FlowLoRALoraConfig", "FlowLoRAOptimizerConfig")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def trainer_prompt(info: dict, **overrides: dict) -> dict:
     for node_type, node_id in ids.items():
         prompt[node_id] = {"class_type": node_type, "inputs": {**widgets(info, node_type), **overrides.get(node_type, {})}}
     trainer = {**widgets(info, "FlowLoRALoraTrainer"), "output_name": f"validation/{uuid.uuid4().hex}", **overrides.get("FlowLoRALoraTrainer", {})}
-    trainer.update(model=["1", 0], timesteps=[ids["FlowLoRATimestepSampler"], 0], loss=[ids["FlowLoRALossBuilder"], 0], lora=[ids["FlowLoRALoraConfig"], 0], optimizer=[ids["FlowLoRAOptimizerConfig"], 0])
+    trainer.update(model=["1", 0], timesteps=[ids["FlowLoRATimestepsAnchorCoupled"], 0], loss=[ids["FlowLoRALossMSE"], 0], lora=[ids["FlowLoRALoraConfig"], 0], optimizer=[ids["FlowLoRAOptimizerConfig"], 0])
     prompt["9"] = {"class_type": "FlowLoRALoraTrainer", "inputs": trainer}
     return prompt
 
@@ -77,8 +77,10 @@ def test_defaults_pass_validation(server, info):
         ("FlowLoRAOptimizerConfig", "learning_rate", 1e6, "learning_rate = 1000000.0: must lie in [1e-08, 1]"),
         ("FlowLoRAOptimizerConfig", "learning_rate", math.inf, "learning_rate = inf: must lie in [1e-08, 1]"),
         ("FlowLoRAOptimizerConfig", "grad_accumulation", 0, "grad_accumulation = 0: must lie in [1, 1024]"),
-        ("FlowLoRALossBuilder", "primary_weight", -1.0, "primary_weight = -1.0: must lie in [0, 100]"),
-        ("FlowLoRATimestepSampler", "num_anchors", 0, "num_anchors = 0: must lie in [1, 1000]"),
+        ("FlowLoRALossMSE", "weight", -1.0, "weight = -1.0: must lie in [0, 100]"),
+        ("FlowLoRALossMSE", "t_eps", 0.0, "t_eps = 0.0: must lie in [0.0001, 0.5]"),
+        ("FlowLoRATimestepsAnchorCoupled", "num_anchors", 0, "num_anchors = 0: must lie in [1, 1000]"),
+        ("FlowLoRATimestepsAnchorCoupled", "clamp_min", 0.9995, "clamp_min = 0.9995: need 0 <= clamp_min < clamp_max = 0.999 <= 1"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_input(server, info, node_type, name, value, message):
@@ -96,6 +98,11 @@ def test_dataset_ranges_and_a_valid_sampler_prompt_still_runs(server, info):
     errors = node_errors(server, prompt)
     assert "max_pixels = 1000000000: must lie in [4096, 16777216]" in errors["FlowLoRADataset"]
 
-    sampler = {**widgets(info, "FlowLoRATimestepSampler"), "sampler": "anchor_coupled", "num_anchors": 1000, "preview_batch_size": 2}
-    entry = server.run_prompt({"1": {"class_type": "FlowLoRATimestepSampler", "inputs": sampler}, "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 1]}}})
+    sampler = {**widgets(info, "FlowLoRATimestepsAnchorCoupled"), "num_anchors": 1000}
+    histogram = {**widgets(info, "FlowLoRATimestepHistogram"), "timesteps": ["1", 0], "batch_size": 2}
+    entry = server.run_prompt({
+        "1": {"class_type": "FlowLoRATimestepsAnchorCoupled", "inputs": sampler},
+        "2": {"class_type": "FlowLoRATimestepHistogram", "inputs": histogram},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    })
     assert entry["status"]["status_str"] == "success", entry["status"]

@@ -77,6 +77,16 @@ def test_widget_count_mismatch_names_the_node():
         api.to_api(wf, OBJECT_INFO)
 
 
+def test_widgets_added_since_the_file_was_saved_take_their_defaults():
+    """A node that gained widgets at the end (the frontend loads such a file with those widgets at their defaults);
+    a shortfall ending in a widget without a default stays an error."""
+    info = {**OBJECT_INFO, "Grown": {"input": {"required": {"a": ["INT", {}], "b": ["FLOAT", {"default": 0.5}], "c": [["x", "y"], {}]}}, "output": ["MODEL"]}}
+    prompt = api.to_api(graph(node(5, "Grown", [4])), info)
+    assert prompt["5"]["inputs"] == {"a": 4, "b": 0.5, "c": "x"}
+    with pytest.raises(api.WorkflowError, match=r"node 6 \(Lora\): 1 widget values"):
+        api.to_api(graph(node(6, "Lora", ["x"])), info)
+
+
 def test_missing_node_type_is_named():
     with pytest.raises(api.WorkflowError, match=r"node 2 \(Nope\).*no node type 'Nope'"):
         api.to_api(graph(node(2, "Nope")), OBJECT_INFO)

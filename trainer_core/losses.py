@@ -21,7 +21,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -278,6 +278,18 @@ class LossConfig:
             v_mse=v_err.detach(),
             sigma=p.sigma.detach(),
         )
+
+    def with_term(self, name: str, weight: float, **params: Any) -> LossConfig:
+        """This loss plus ``weight * name``; ``params`` set that term's :class:`TermParams` fields."""
+        if name in self.terms:
+            raise ConfigError(name, weight, f"this loss already has {name} (weight {self.terms[name]:g}); add each term once")
+        return dataclasses.replace(self, terms={**self.terms, name: weight}, params=dataclasses.replace(self.params, **params))
+
+    def with_weighting(self, weighting: str, snr_gamma: float | None = None) -> LossConfig:
+        """This loss weighted per sample by ``weighting`` (one weighting per loss)."""
+        if self.weighting != "none":
+            raise ConfigError("weighting", weighting, f"this loss is already weighted by {self.weighting}; chain one weighting node, not two")
+        return dataclasses.replace(self, weighting=weighting, snr_gamma=self.snr_gamma if snr_gamma is None else snr_gamma)
 
     def to_dict(self) -> dict:
         return {

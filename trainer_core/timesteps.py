@@ -283,6 +283,12 @@ class TimestepConfig:
         sigma = self.shift.apply(sigma, image_seq_len)
         return sigma.clamp(self.clamp_min, self.clamp_max)
 
+    def with_shift(self, shift: Any) -> TimestepConfig:
+        """This config with ``shift`` between the base draw and the clamp (one shift per config)."""
+        if not isinstance(self.shift, NoShift):
+            raise ConfigError("timesteps", self.describe(), "already has a shift; chain one shift node, not two")
+        return dataclasses.replace(self, shift=shift)
+
     def to_dict(self) -> dict:
         return {
             "schema": self.SCHEMA,

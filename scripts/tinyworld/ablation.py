@@ -85,14 +85,18 @@ U1_SCALE = Scale(steps=300, batch=1, prompts=24)
 
 @dataclass(frozen=True)
 class Row:
-    """One configuration of a study: what differs from the study's reference recipe, as node widget values."""
+    """One configuration of a study: what differs from the study's reference recipe, as nodes and widget values.
+
+    ``timesteps``: (Timesteps family node, widgets); ``loss``: the loss chain as in
+    ``build_workflows.ACRF_RECIPE["loss"]``, ((node, title, widgets), ...). Empty: the study's reference.
+    """
 
     name: str
     study: str
     label: str
     claim: str
-    timesteps: dict = field(default_factory=dict)
-    loss: dict = field(default_factory=dict)
+    timesteps: tuple = ()
+    loss: tuple = ()
     trainer: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
     graph_anchors: bool = False
@@ -107,23 +111,35 @@ def row(r: Row) -> Row:
     return r
 
 
+def _acrf_loss_without(*node_types: str) -> tuple:
+    """The AC-RF loss chain (build_workflows.ACRF_RECIPE) less the nodes of ``node_types``."""
+    import build_workflows as bw
+
+    return tuple(step for step in bw.ACRF_RECIPE["loss"] if step[0] not in node_types)
+
+
+def _mse(space: str, t_eps: float) -> tuple:
+    return (("FlowLoRALossMSE", f"MSE on {space}", dict(space=space, weight=1.0, t_eps=t_eps)),)
+
+
 row(Row("turbo_acrf", "turbo", "AC-RF (report recipe)", "reference"))
 row(Row("turbo_plain", "turbo", "plain LoRA: uniform t, MSE", "AC-RF keeps few-step quality better than a plain LoRA",
-        timesteps=dict(sampler="uniform", sigma_min=0.0, sigma_max=1.0), loss=dict(primary="v_mse", cosine_weight=0.0, fft_weight=0.0, weighting="none")))
+        timesteps=("FlowLoRATimestepsUniform", dict(sigma_min=0.0, sigma_max=1.0, clamp_min=0.001, clamp_max=0.999)), loss=_mse("velocity", 0.001)))
 row(Row("turbo_acrf_graph", "turbo", "AC-RF, anchors from the graph's sampler", "anchors where you sample: ComfyUI's 8-step simple sigmas", graph_anchors=True))
-row(Row("turbo_acrf_no_minsnr", "turbo", "AC-RF without Min-SNR", "Min-SNR weighting helps", loss=dict(weighting="none")))
-row(Row("turbo_acrf_no_cos_fft", "turbo", "AC-RF without cosine and FFT", "the cosine and FFT terms help", loss=dict(cosine_weight=0.0, fft_weight=0.0)))
+row(Row("turbo_acrf_no_minsnr", "turbo", "AC-RF without Min-SNR", "Min-SNR weighting helps", loss=_acrf_loss_without("FlowLoRALossMinSNR")))
+row(Row("turbo_acrf_no_cos_fft", "turbo", "AC-RF without cosine and FFT", "the cosine and FFT terms help", loss=_acrf_loss_without("FlowLoRALossCosine", "FlowLoRALossFFT")))
 row(Row("turbo_acrf_all_linear", "turbo", "AC-RF, LoRA on every Linear", "how much of the built-in's result its wider targets explain (it adapts every Linear, plus every norm and bias in full)",
         lora=dict(preset="all_linear")))
 row(Row("turbo_builtin", "turbo", "ComfyUI TrainLoraNode (its defaults)", "the anchor users would pick instead", builtin=True))
 
-_UNIFORM = dict(sampler="uniform", sigma_min=0.0, sigma_max=0.95)
-_LOGIT = dict(sampler="logit_normal", mean=-0.8, std=0.8, space="t", clamp_min=0.05, clamp_max=0.95)
-row(Row("u1_baseline", "u1", "baseline: x0 loss, uniform t", "reference (the report's release default)", timesteps=_UNIFORM, loss=dict(primary="x0_mse")))
-row(Row("u1_a_velocity", "u1", "(a) velocity loss", "velocity loss degrades reconstruction (banding)", timesteps=_UNIFORM, loss=dict(primary="v_mse")))
-row(Row("u1_b_logit_normal", "u1", "(b) logit-normal t", "logit-normal t degrades reconstruction (speckle)", timesteps=_LOGIT, loss=dict(primary="x0_mse")))
-row(Row("u1_c_dropout", "u1", "(c) condition dropout 0.1 / 0.1", "dropout is harmless, slightly better structure", timesteps=_UNIFORM, loss=dict(primary="x0_mse"), trainer=dict(p_text=0.1, p_both=0.1)))
-row(Row("u1_d_all", "u1", "(d) all three", "all three together distort structure most", timesteps=_LOGIT, loss=dict(primary="v_mse"), trainer=dict(p_text=0.1, p_both=0.1)))
+_UNIFORM = ("FlowLoRATimestepsUniform", dict(sigma_min=0.0, sigma_max=0.95, clamp_min=0.0, clamp_max=1.0))
+_LOGIT = ("FlowLoRATimestepsLogitNormal", dict(mean=-0.8, std=0.8, space="t", clamp_min=0.05, clamp_max=0.95))
+_X0, _V = _mse("x0", 0.05), _mse("velocity", 0.05)  # U1's training t_eps (train_u1 constants.py L43)
+row(Row("u1_baseline", "u1", "baseline: x0 loss, uniform t", "reference (the report's release default)", timesteps=_UNIFORM, loss=_X0))
+row(Row("u1_a_velocity", "u1", "(a) velocity loss", "velocity loss degrades reconstruction (banding)", timesteps=_UNIFORM, loss=_V))
+row(Row("u1_b_logit_normal", "u1", "(b) logit-normal t", "logit-normal t degrades reconstruction (speckle)", timesteps=_LOGIT, loss=_X0))
+row(Row("u1_c_dropout", "u1", "(c) condition dropout 0.1 / 0.1", "dropout is harmless, slightly better structure", timesteps=_UNIFORM, loss=_X0, trainer=dict(p_text=0.1, p_both=0.1)))
+row(Row("u1_d_all", "u1", "(d) all three", "all three together distort structure most", timesteps=_LOGIT, loss=_V, trainer=dict(p_text=0.1, p_both=0.1)))
 
 STUDIES = {"turbo": [r for r in ROWS.values() if r.study == "turbo"], "u1": [r for r in ROWS.values() if r.study == "u1"]}
 
@@ -156,17 +172,17 @@ def turbo_graph(r: Row, seed: int, steps: int, output: str):
     vae = wf.add("VAELoader", (0, 320), vae_name="pixel_space")
     folder = assets.STYLE_FOLDER.format(style=STYLE)
     dataset = wf.add("FlowLoRADataset", (400, 0), folder=folder, vae=vae["VAE"], clip=clip["CLIP"], trigger="", bucket_mode="auto", max_pixels=64 * 64, bucket_step=16, crop="center", seed=0)
-    recipe = bw.acrf_recipe(wf, 800, 0)
-    recipe["lora"].values.update(rank=8, alpha=8.0)
-    recipe["optimizer"].values.update(optimizer="adamw", learning_rate=1e-3, grad_accumulation=1)
-    recipe["timesteps"].values.update(r.timesteps)
-    recipe["loss"].values.update(r.loss)
-    recipe["lora"].values.update(r.lora)
+    # the AC-RF recipe (the demo's: rank 8, AdamW 1e-3 for the tiny model) with the row's changes
+    timestep_node, timestep_widgets = r.timesteps or ("FlowLoRATimestepsAnchorCoupled", bw.ACRF_RECIPE["timesteps"])
+    timesteps = wf.add(timestep_node, (800, 0), **timestep_widgets)
     if r.graph_anchors:
         scheduler = wf.add("BasicScheduler", (800, 600), model=unet["MODEL"], scheduler="simple", steps=8, denoise=1.0)
-        recipe["timesteps"].values["anchor_sigmas"] = scheduler["SIGMAS"]
-    wf.add("FlowLoRALoraTrainer", (1600, 0), model=unet["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"],
-           lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"], steps=steps, epochs=0, batch_size=TURBO_SCALE.batch, seed=seed,
+        timesteps.values["anchor_sigmas"] = scheduler["SIGMAS"]
+    loss = bw.loss_chain(wf, r.loss or bw.ACRF_RECIPE["loss"], 1200, 0)[-1]
+    lora = wf.add("FlowLoRALoraConfig", (800, 400), **{**bw.ACRF_RECIPE["lora"], "rank": 8, "alpha": 8.0, **r.lora})
+    optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 600), **{**bw.ACRF_RECIPE["optimizer"], "optimizer": "adamw", "learning_rate": 1e-3, "grad_accumulation": 1})
+    wf.add("FlowLoRALoraTrainer", (1600, 0), model=unet["MODEL"], dataset=dataset["dataset"], timesteps=timesteps["timesteps"], loss=loss["loss"],
+           lora=lora["lora"], optimizer=optimizer["optimizer"], steps=steps, epochs=0, batch_size=TURBO_SCALE.batch, seed=seed,
            training_dtype="fp32", gradient_checkpointing=False, save_every=0, output_name=output, resume=False, overwrite=True, **r.trainer)
     return wf
 
@@ -182,8 +198,8 @@ def u1_graph(r: Row, seed: int, steps: int, output: str):
     folder = assets.STYLE_FOLDER.format(style=STYLE)
     dataset = wf.add("FlowLoRADataset", (400, 0), folder=folder, vae=vae["VAE"], u1_text_encoder=loader["text_encoder"], trigger="", missing_caption="skip",
                      bucket_mode="auto", max_pixels=64 * 64, bucket_step=16, crop="center", resize_filter="bicubic", seed=0)
-    timesteps = wf.add("FlowLoRATimestepSampler", (800, 0), preview_axis="t", **r.timesteps)
-    loss = wf.add("FlowLoRALossBuilder", (800, 400), primary_weight=1.0, weighting="none", t_eps=0.05, **r.loss)
+    timesteps = wf.add(r.timesteps[0], (800, 0), **r.timesteps[1])
+    loss = bw.loss_chain(wf, r.loss, 800, 400)[-1]
     lora = wf.add("FlowLoRALoraConfig", (800, 700), preset="u1_attn_mlp_no_head", rank=8, alpha=8.0, unfreeze=bw.U1_UNFREEZE)
     # the shipped U1 optimizer (betas 0.9 / 0.95, no clipping) at a tiny-model learning rate; plain AdamW (paged 8-bit needs CUDA)
     optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 0), optimizer="adamw", learning_rate=1e-3, beta1=0.9, beta2=0.95, schedule="constant", grad_accumulation=1, max_grad_norm=0.0)
