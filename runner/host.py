@@ -34,7 +34,7 @@ def find_comfyui(explicit: str | None = None) -> Path:
     elif os.environ.get("COMFYUI_PATH"):
         candidates.append(("COMFYUI_PATH", Path(os.environ["COMFYUI_PATH"])))
     else:
-        for where in (REPO, Path(os.path.abspath(REPO))):
+        for where in (Path(os.path.abspath(__file__)).parents[1], REPO):  # as installed (a link in custom_nodes), then resolved
             if where.parent.name == "custom_nodes":
                 candidates.append(("the ComfyUI holding this pack", where.parent.parent))
         candidates.append(("the development host", REPO / ".comfyui" / "ComfyUI"))
