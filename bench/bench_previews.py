@@ -18,7 +18,13 @@ and saving, reported separately. ``CPU s/step`` is the same in process CPU time.
 Peak RSS is the subprocess's ``ru_maxrss`` after the run; ``base RSS`` its
 resident set just before the trainer starts (Python, torch, ComfyUI, model,
 data, VAE). ``weights MB`` is the diffusion model's fp32 size: a preview that
-kept an extra copy of the weights would raise peak RSS by about that much.
+kept an extra copy of the weights would raise peak RSS by about that much. Peak
+RSS also holds what a preview needs while it samples (activations, ComfyUI's
+backups of LoRA-patched layers, undone after), so two measures say what stays:
+``live tensors after`` sums every tensor storage still reachable once the run
+returns (``gc``, unique storages; blind to allocator caching), and ``RSS growth``
+is resident memory after the last preview minus after the first (a copy kept
+per preview would add ``weights MB`` each time).
 
 Run by hand, prints a markdown table::
 
@@ -28,6 +34,7 @@ Run by hand, prints a markdown table::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -65,6 +72,25 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def live_tensor_mb() -> float:
+    """Bytes of every tensor storage still reachable (unique storages, views counted once), in MB.
+
+    What the run leaves alive, independent of how the allocator keeps freed pages:
+    a preview that left a copy of the weights behind adds about ``weights MB`` here.
+    """
+    import torch
+
+    storages = {}
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and not obj.is_meta:
+                storage = obj.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
+        except (RuntimeError, ReferenceError):  # tensors without storage (sparse, functorch wrappers)
+            continue
+    return sum(storages.values()) / 2**20
+
+
 def worker(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(HERE.parents[1] / "tests"))
     import harness
@@ -100,12 +126,15 @@ def worker(args: argparse.Namespace) -> dict:
     renders: list[tuple[float, float, float, float]] = []  # (wall start, wall s, cpu start, cpu s)
     real_render = preview_module.Previewer.render
 
+    rss_after_preview: list[float] = []
+
     def timed_render(self, *a, **kw):
         w, c = time.perf_counter(), time.process_time()
         try:
             return real_render(self, *a, **kw)
         finally:
             renders.append((w, time.perf_counter() - w, c, time.process_time() - c))
+            rss_after_preview.append(rss_mb())
 
     preview_module.Previewer.render = timed_render
     handle = model.model.diffusion_model.register_forward_pre_hook(
@@ -122,6 +151,8 @@ def worker(args: argparse.Namespace) -> dict:
     )
     call_s = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gc.collect()
+    live_mb = live_tensor_mb()
     handle.remove()
     if len(stamps) != args.steps:
         raise RuntimeError(f"{args.worker}: {len(stamps)} training forwards for {args.steps} steps")
@@ -136,7 +167,8 @@ def worker(args: argparse.Namespace) -> dict:
         "mode": args.worker, "step_s": statistics.median(net(i, True) for i in range(1, len(stamps) - 1)),
         "cpu_step_s": statistics.median(net(i, False) for i in range(1, len(stamps) - 1)),
         "previews": len(renders), "preview_s": statistics.median(r[1] for r in renders) if renders else 0.0,
-        "call_s": call_s, "peak_rss_mb": peak_mb, "base_rss_mb": base_rss, "weights_mb": weights_mb,
+        "call_s": call_s, "peak_rss_mb": peak_mb, "base_rss_mb": base_rss, "weights_mb": weights_mb, "live_tensor_mb": live_mb,
+        "preview_rss_growth_mb": rss_after_preview[-1] - rss_after_preview[0] if rss_after_preview else 0.0,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }
 
@@ -163,22 +195,26 @@ def main(argv=None) -> None:
     for r in range(args.rounds):
         for mode in MODES[r % 2 :] + MODES[: r % 2]:
             runs[mode].append(spawn(mode, args))
-    med = {m: {k: statistics.median(x[k] for x in runs[m]) for k in ("step_s", "cpu_step_s", "preview_s", "call_s", "peak_rss_mb", "base_rss_mb")} for m in MODES}
+    keys = ("step_s", "cpu_step_s", "preview_s", "call_s", "peak_rss_mb", "base_rss_mb", "live_tensor_mb", "preview_rss_growth_mb")
+    med = {m: {k: statistics.median(x[k] for x in runs[m]) for k in keys} for m in MODES}
     first = runs["on"][0]
     print(f"tiny Z-Image dim {args.dim}, {args.layers} layers, latent 16x{args.size}x{args.size}, rank {args.rank}, batch 1, {args.steps} steps per run, "
           f"previews every {args.every} steps ({first['previews']} per run, 1 prompt, {args.sample_steps} sampling steps, {8 * args.size}x{8 * args.size} px), "
           f"fp32, cpu, torch {first['torch']}, threads {first['threads']}, {args.rounds} rounds round-robin, medians; weights {first['weights_mb']:.0f} MB; "
           f"total {time.perf_counter() - start:.0f} s\n")
-    print("| previews | s/step (sampling excluded) | steps/s | CPU s/step | preview s (each) | call s | base RSS MB | peak RSS MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| previews | s/step (sampling excluded) | steps/s | CPU s/step | preview s (each) | call s | base RSS MB | peak RSS MB | live tensors after MB | RSS growth first→last preview MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in MODES:
         d = med[m]
-        print(f"| {m} | {d['step_s']:.3f} | {1 / d['step_s']:.3f} | {d['cpu_step_s']:.3f} | {d['preview_s']:.2f} | {d['call_s']:.1f} | {d['base_rss_mb']:.0f} | {d['peak_rss_mb']:.0f} |")
+        growth = f"{d['preview_rss_growth_mb']:.0f}" if m == "on" else "–"
+        print(f"| {m} | {d['step_s']:.3f} | {1 / d['step_s']:.3f} | {d['cpu_step_s']:.3f} | {d['preview_s']:.2f} | {d['call_s']:.1f} | {d['base_rss_mb']:.0f} | {d['peak_rss_mb']:.0f} "
+              f"| {d['live_tensor_mb']:.0f} | {growth} |")
     print("\n| ratio (on / off) | value |\n|---|---:|")
     print(f"| steps/s, sampling excluded (wall) | {med['off']['step_s'] / med['on']['step_s']:.3f} |")
     print(f"| steps/s, sampling excluded (CPU) | {med['off']['cpu_step_s'] / med['on']['cpu_step_s']:.3f} |")
     print(f"| peak RSS | {med['on']['peak_rss_mb'] / med['off']['peak_rss_mb']:.3f} |")
     print(f"| peak RSS difference MB (weights {first['weights_mb']:.0f} MB) | {med['on']['peak_rss_mb'] - med['off']['peak_rss_mb']:.0f} |")
+    print(f"| live tensors after the run, difference MB (weights {first['weights_mb']:.0f} MB) | {med['on']['live_tensor_mb'] - med['off']['live_tensor_mb']:.1f} |")
     print("\nper-run s/step (round order): " + "; ".join(f"{m}: " + ", ".join(f"{x['step_s']:.3f}" for x in runs[m]) for m in MODES))
 
 
