@@ -32,9 +32,15 @@ work on a shared machine. ``call s`` is the whole node/loop call for
 subprocess's ``ru_maxrss`` after the run; ``base RSS`` is its resident set
 just before the engine starts (Python, torch, ComfyUI, the model and data).
 
+``--baseline DIR`` adds ``baseline attn_ffn``: the ``ours attn_ffn`` worker of
+another checkout (``git worktree add DIR REV``) on this checkout's ComfyUI, in
+the same rounds, to show what a change costs the trainer (e.g. issue 14: with
+previews off, steps/s unchanged from before previews existed).
+
 Run by hand, prints a markdown table::
 
     .venv/bin/python bench/bench_trainer.py
+    .venv/bin/python bench/bench_trainer.py --engines ours_attn_ffn,baseline_attn_ffn --baseline /tmp/pre-previews
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -59,7 +66,10 @@ LABELS = {
     "builtin": "built-in TrainLoraNode",
     "hand_attn_ffn": "hand loop attn_ffn",
     "hand_all_linear": "hand loop all_linear",
+    "baseline_attn_ffn": "ours attn_ffn at --baseline",
 }
+BASELINE = "baseline_attn_ffn"
+"""Not in ENGINES: runs only with --baseline, as the baseline checkout's own ``ours_attn_ffn`` worker."""
 PRESETS = {"ours_attn_ffn": "zimage_attn_ffn", "ours_all_linear": "all_linear", "hand_attn_ffn": "zimage_attn_ffn", "hand_all_linear": "all_linear"}
 LR = 1e-4
 CONTEXT_TOKENS = 8
@@ -76,7 +86,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=5, help="optimizer steps per run (>= 3)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in each subprocess (0: torch's default); 1 keeps a shared 2-core machine from stalling OpenMP barriers")
-    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}")
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {','.join(ENGINES)}, {BASELINE}")
+    ap.add_argument("--baseline", type=Path, help=f"another checkout of the pack (git worktree add DIR REV): its ours_attn_ffn worker is the {BASELINE} engine")
     ap.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -231,10 +242,14 @@ ENGINE_FNS = {"ours": run_ours, "builtin": run_builtin, "hand": run_hand}
 
 
 def spawn(engine: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(HERE), "--worker", engine]
+    script, env = HERE, None
+    if engine == BASELINE:  # the other checkout's worker and code, this checkout's ComfyUI
+        script, engine = args.baseline.resolve() / "bench" / "bench_trainer.py", "ours_attn_ffn"
+        env = {**os.environ, "COMFYUI_PATH": os.environ.get("COMFYUI_PATH") or str(HERE.parents[1] / ".comfyui" / "ComfyUI")}
+    cmd = [sys.executable, str(script), "--worker", engine]
     for k in ("dim", "layers", "size", "images", "rank", "batch", "steps", "threads"):
         cmd += [f"--{k}", str(getattr(args, k))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parents[1], env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{engine} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -257,6 +272,8 @@ def main(argv=None) -> None:
     if args.steps < 3:
         raise SystemExit("--steps must be >= 3 (the first step interval is dropped as warm-up)")
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if BASELINE in engines and args.baseline is None:
+        raise SystemExit(f"--engines {BASELINE} needs --baseline DIR (a checkout of the commit to compare with)")
     runs: dict[str, list[dict]] = {e: [] for e in engines}
     start = time.perf_counter()
     for r in range(args.rounds):
@@ -290,6 +307,8 @@ def main(argv=None) -> None:
         if ours in med and "builtin" in med:
             peak = ratio(med, ours, "builtin", "peak_rss_mb")
             ratios.append((f"ours {preset} peak RSS / built-in peak RSS", peak, peak, "<= 1.00"))
+    if BASELINE in med and "ours_attn_ffn" in med:
+        ratios.append(("ours attn_ffn steps/s / same at --baseline", ratio(med, BASELINE, "ours_attn_ffn", "step_s"), ratio(med, BASELINE, "ours_attn_ffn", "cpu_step_s"), ">= 0.97"))
     if ratios:
         print("| ratio | wall-clock | CPU time | target | holds (wall / CPU) |")
         print("|---|---:|---:|---|---|")
