@@ -1,4 +1,4 @@
-"""LoRA on the activation path, attached by forward hooks, held outside the model.
+"""LoRA (and DoRA, LoHa, LoKr, OFT) on the activation path, attached by forward hooks, held outside the model.
 
 For every target (see :mod:`.targets`) on a Linear layer ``y = W x + b``::
 
@@ -38,6 +38,23 @@ state-dict keys never change, the hooks see whatever weights ComfyUI has
 patched in (merged LoRAs or on-the-fly ``weight_function`` patches), and inside
 the block every model parameter except the unfrozen copies has
 ``requires_grad = False``, so autograd never computes a frozen weight's gradient.
+
+Other algorithms (``LoraConfig.algorithm``: DoRA, LoHa, LoKr, OFT; details in
+:mod:`.algorithms`) use peft where it serves, its config classes and layer
+mathematics, without its injection, for the reasons above: each target's peft
+layer (``DoraLinearLayer``; LoHa's and LoKr's ``Linear`` built on a shape stub
+of the target's rows, a zero-stride tensor; ``OFTRotationModule``) is held in a
+plain dict outside both the model and this module, its parameters registered
+here under ``adapter_params.<file key suffix>.<name>`` (DoRA keeps ``lora_A`` /
+``lora_B`` and adds its magnitude as ``adapter_params.dora_scale``). The same
+kind of forward hook (:class:`_AdapterHook`) adds each algorithm's change to
+its rows of the output: DoRA reads the layer's weight for its norm, LoHa
+applies its ``(rows, in)`` delta, LoKr applies the Kronecker product to the
+activations without building it, OFT rotates the output rows (ComfyUI's OFT
+rotates weight rows; peft's own OFT rotates the input). So row slices, the
+key-based patches and the ``LoraAdapters`` interface (build, attached,
+state_dict, load_state_dict, the exports in :mod:`.keys`) are the same for
+every algorithm, and the trainer needs no change beyond the config.
 
 Dropout uses torch's global RNG (``F.dropout``) so that gradient checkpointing,
 which restores the global RNG state before recomputing, redraws the same mask;
