@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 import uuid
 
 import numpy as np
@@ -136,3 +137,63 @@ def test_previews_arrive_over_the_websocket_before_the_prompt_finishes(server, c
         cell = np.asarray(image.convert("RGB").crop((x0, y0, x1, y1)).resize((8, 8), Image.Resampling.BOX)).astype(int)
         blocks = np.asarray(saved.resize((8, 8), Image.Resampling.BOX)).astype(int)
         assert np.abs(cell - blocks).mean() <= 6, np.abs(cell - blocks).mean()
+
+
+def test_cancel_during_a_preview_through_the_server_saves_and_resume_finishes(server, comfy_root):
+    """POST /interrupt while the trainer samples a preview (issue 14, Bad input: "Cancel during a preview stops the
+    run and saves as cancel does now"), through the live server as the Cancel button does.
+
+    Previews every step with 400 sampling steps make sampling nearly all of the run's time. The trainer appends
+    step 1's log record, then samples step 1's preview: the interrupt is sent as soon as that record is on disk
+    (not on the websocket's progress message: 0.33 throttles progress updates, and ``value: 1`` then arrives
+    only with the step-1 preview image). The run stops inside that preview: the LoRA and state are saved at
+    step 1, the step-0 preview is on disk and the step-1 one is not. A resumed run finishes from step 1 and
+    writes the remaining previews.
+    """
+    import make_demo_model
+    from test_reliability_cancel import interrupt, records, saved
+
+    make_demo_model.write_models(server.base / "models", **make_demo_model.DEMO_FILES)
+    make_demo_model.write_dataset(server.base / "input" / make_demo_model.DEMO_DATASET, size=standins.TEST_IMAGE)
+    name = "ws_previews/cancel"
+    prompt, trainer = preview_prompt(server.get("/object_info", timeout=120), name)
+    prompt[trainer]["inputs"].update(steps=6, overwrite=False)
+    prompt["901"]["inputs"].update(steps=400, every_n_steps=1)
+    stem = server.base / "models" / "loras" / name
+
+    log_file = stem.with_name(stem.name + ".log.jsonl")
+
+    def interrupt_after_step_1() -> None:
+        deadline = time.monotonic() + 120
+        while not (log_file.exists() and log_file.read_text().strip()):
+            assert time.monotonic() < deadline, server.log_text()[-3000:]
+            time.sleep(0.02)
+        interrupt(server)
+
+    async def run_and_cancel() -> list[tuple[str, object]]:
+        canceller = asyncio.create_task(asyncio.to_thread(interrupt_after_step_1))
+        events = await follow(server, prompt, metadata=False)
+        await canceller
+        return events
+
+    events = asyncio.run(run_and_cancel())
+    assert events[-1][0] == "execution_interrupted", f"{events[-3:]}; log: {server.log_text()[-3000:]}"
+    lora, state = saved(stem)
+    assert lora["flowlora.step"] == "1" and state["step"] == 1 and state["reason"] == "stopped"
+    assert [r["step"] for r in records(stem)] == [1]
+    assert sorted(p.name for p in (stem / "previews").glob("*.png")) == ["step_000000_p0.png"]
+
+    prompt[trainer]["inputs"].update(resume=True)
+    prompt["901"]["inputs"].update(steps=2)
+    events = asyncio.run(follow(server, prompt, metadata=False))
+    assert events[-1][0] == "execution_success", f"{events[-3:]}; log: {server.log_text()[-3000:]}"
+    lora, state = saved(stem)
+    assert lora["flowlora.step"] == "6" and state["reason"] == "finished"
+    assert [r["step"] for r in records(stem)] == list(range(1, 7))
+    assert sorted(p.name for p in (stem / "previews").glob("*.png")) == [previews_name(s) for s in range(7)]
+
+
+def previews_name(step: int) -> str:
+    from flowlora.trainer_core import previews
+
+    return previews.file_name(step, 0)
