@@ -30,6 +30,7 @@ from ..trainer_core.errors import ConfigError
 from ..trainer_core.logs import TrainingLog
 from ..trainer_core.loop import DTYPES, SaveReport, TrainConfig, TrainTask, train
 from ..trainer_core.lora.engine import LoraAdapters
+from ..trainer_core.lora.files import network_metadata
 from ..trainer_core.lora.keys import lora_metadata, lora_state_dict
 from . import training
 from .lora_patch import apply_lora, load_lora_file
@@ -221,9 +222,7 @@ def run_training(model, dataset, uncond, timesteps, loss, lora, optimizer, steps
                     "flowlora.base_model": identity,
                     "flowlora.step": str(step),
                     "flowlora.dataset_fingerprint": fingerprint,
-                    "ss_network_module": "networks.lora",
-                    "ss_network_dim": str(lora.rank),
-                    "ss_network_alpha": str(lora.alpha),
+                    **network_metadata(lora.algorithm, lora.rank, lora.alpha),
                     "ss_steps": str(step),
                     "ss_output_name": os.path.basename(stem),
                 },

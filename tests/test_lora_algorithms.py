@@ -11,6 +11,8 @@ training unchanged and show the trained model.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from flowlora.trainer_core.errors import ConfigError
@@ -204,7 +206,12 @@ def test_training_lowers_held_out_mse_stock_loader_equals_the_model_and_cancel_r
     sd = load_file(path)
     assert suffixes(sd) == FILE_KEYS[algorithm] or (algorithm == "lokr" and suffixes(sd) == {"lokr_w1", "lokr_w2"})
     with safe_open(path, "pt") as f:
-        assert LoraConfig.from_dict(__import__("json").loads(f.metadata()["flowlora.lora_config"])).algorithm == algorithm
+        metadata = f.metadata()
+    assert LoraConfig.from_dict(json.loads(metadata["flowlora.lora_config"])).algorithm == algorithm
+    # kohya's and LyCORIS' network keys, as tools that sort LoRA files read them
+    network = (metadata["ss_network_module"], json.loads(metadata.get("ss_network_args", "{}")).get("algo"))
+    assert network == {"lora": ("networks.lora", None), "dora": ("lycoris.kohya", "lora"), "loha": ("lycoris.kohya", "loha"),
+                       "lokr": ("lycoris.kohya", "lokr"), "oft": ("lycoris.kohya", "diag-oft")}[algorithm]
     (stock,) = nodes.LoraLoaderModelOnly().load_lora_model_only(tm.tiny_zimage(0), f"{name}.safetensors", 1.0)
     assert (out(tm, stock) - out(tm, trained)).abs().max().item() <= TOL
 

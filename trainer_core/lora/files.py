@@ -1,4 +1,4 @@
-"""LoRA files: safetensors written atomically (see :mod:`trainer_core.files`)."""
+"""LoRA files: safetensors written atomically (see :mod:`trainer_core.files`), and the kohya-style network metadata."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The safetensors header metadata of ``path`` (empty dict when none)."""
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+LYCORIS_ARGS = {"dora": {"algo": "lora", "dora_wd": True}, "loha": {"algo": "loha"}, "lokr": {"algo": "lokr"}, "oft": {"algo": "diag-oft"}}
+"""``ss_network_args`` of each non-LoRA algorithm, in LyCORIS' names (its ``algo`` values; DoRA is its LoRA with ``dora_wd``)."""
+
+
+def network_metadata(algorithm: str, rank: int, alpha: float) -> dict[str, str]:
+    """The ``ss_network_*`` keys as kohya's sd-scripts (plain LoRA: ``networks.lora``) and LyCORIS (every other
+    algorithm: ``lycoris.kohya`` with its ``algo`` in ``ss_network_args``) write them, for tools that sort files by them."""
+    meta = {"ss_network_module": "networks.lora", "ss_network_dim": str(rank), "ss_network_alpha": str(alpha)}
+    if algorithm != "lora":
+        meta.update(ss_network_module="lycoris.kohya", ss_network_args=json.dumps(LYCORIS_ARGS[algorithm], sort_keys=True))
+    return meta
