@@ -37,11 +37,13 @@ import json
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import subprocesses
+from subprocesses import rss_mb, start_host
 
 HERE = Path(__file__).resolve()
 OURS = ("lora", "dora", "loha", "lokr", "oft")
@@ -68,28 +70,8 @@ def parse(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def worker(args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(HERE.parents[1] / "tests"))
-    import harness
-
-    harness.register_package()
-    harness.import_comfy()
-    if args.device == "cuda":
-        from comfy.cli_args import args as comfy_args
-
-        comfy_args.cpu = False
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch = start_host(args.threads, args.device)
     import comfy.model_management
     import comfy.model_patcher
     import comfy_extras.nodes_train  # noqa: F401  (every engine imported before timing, in every worker alike)
@@ -167,13 +149,7 @@ def run_builtin(args, model, latents, positive, algorithm: str) -> int:
 
 
 def spawn(engine: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(HERE), "--worker", engine]
-    for k in ("dim", "layers", "size", "images", "rank", "batch", "steps", "threads", "device"):
-        cmd += [f"--{k}", str(getattr(args, k))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parents[1])
-    if proc.returncode != 0:
-        raise RuntimeError(f"{engine} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return subprocesses.spawn(HERE, engine, args, ("dim", "layers", "size", "images", "rank", "batch", "steps", "threads", "device"))
 
 
 def label(engine: str) -> str:

@@ -38,11 +38,12 @@ import gc
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import subprocesses
+from subprocesses import rss_mb, start_host
 
 HERE = Path(__file__).resolve()
 MODES = ("off", "on")
@@ -62,14 +63,6 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per subprocess (0: torch's default)")
     ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def live_tensor_mb() -> float:
@@ -92,15 +85,7 @@ def live_tensor_mb() -> float:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(HERE.parents[1] / "tests"))
-    import harness
-
-    harness.register_package()
-    harness.import_comfy()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch = start_host(args.threads)
     import flowlora.nodes.preview as preview_module
     import folder_paths
     import tiny_models
@@ -174,13 +159,7 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def spawn(mode: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(HERE), "--worker", mode]
-    for k in ("dim", "layers", "size", "rank", "steps", "every", "sample_steps", "threads"):
-        cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parents[1])
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return subprocesses.spawn(HERE, mode, args, ("dim", "layers", "size", "rank", "steps", "every", "sample_steps", "threads"))
 
 
 def main(argv=None) -> None:

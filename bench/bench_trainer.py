@@ -52,11 +52,13 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import subprocesses
+from subprocesses import rss_mb, start_host
 
 HERE = Path(__file__).resolve()
 ENGINES = ("ours_attn_ffn", "ours_all_linear", "builtin", "hand_attn_ffn", "hand_all_linear")
@@ -95,24 +97,8 @@ def parse(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------- worker side
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def worker(args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(HERE.parents[1] / "tests"))
-    import harness
-
-    harness.register_package()
-    harness.import_comfy()
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch = start_host(args.threads)
     # every engine's modules imported before timing, in every worker alike (equal base RSS), as a
     # running ComfyUI has them loaded. `server` (our node's progress text imports it) does not
     # import outside main.py (`utils` resolves to comfy/utils.py): the first failed try costs
@@ -242,17 +228,11 @@ ENGINE_FNS = {"ours": run_ours, "builtin": run_builtin, "hand": run_hand}
 
 
 def spawn(engine: str, args: argparse.Namespace) -> dict:
-    script, env = HERE, None
+    options = ("dim", "layers", "size", "images", "rank", "batch", "steps", "threads")
     if engine == BASELINE:  # the other checkout's worker and code, this checkout's ComfyUI
-        script, engine = args.baseline.resolve() / "bench" / "bench_trainer.py", "ours_attn_ffn"
-        env = {**os.environ, "COMFYUI_PATH": os.environ.get("COMFYUI_PATH") or str(HERE.parents[1] / ".comfyui" / "ComfyUI")}
-    cmd = [sys.executable, str(script), "--worker", engine]
-    for k in ("dim", "layers", "size", "images", "rank", "batch", "steps", "threads"):
-        cmd += [f"--{k}", str(getattr(args, k))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parents[1], env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{engine} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        comfy = os.environ.get("COMFYUI_PATH") or str(HERE.parents[1] / ".comfyui" / "ComfyUI")
+        return subprocesses.spawn(args.baseline.resolve() / "bench" / "bench_trainer.py", "ours_attn_ffn", args, options, env={"COMFYUI_PATH": comfy})
+    return subprocesses.spawn(HERE, engine, args, options)
 
 
 def ratio(med: dict, a: str, b: str, key: str) -> float:
