@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from . import graph, host
 
@@ -44,10 +45,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _stop_on_sigterm(signum, frame):
-    # torchrun stops the other ranks with SIGTERM when one fails: raise into the loop, which saves
-    # the last completed step (rank 0) and re-raises, instead of dying without a word.
-    raise KeyboardInterrupt(f"signal {signum}")
+class StopOnSigterm:
+    """SIGTERM (torchrun stopping the ranks after one failed, SLURM, ``kill``) as ComfyUI's own Cancel.
+
+    The first SIGTERM sets ComfyUI's interrupt flag, which the next ComfyUI layer's forward (or the
+    loop's stop check at an update boundary) turns into ``InterruptProcessingException``; the loop
+    then saves the last completed step and ComfyUI's executor reports "interrupted" (exit 130).
+    Raising ``KeyboardInterrupt`` from the handler instead could land anywhere, e.g. inside that
+    save (leaving a new LoRA beside the previous state) or inside ComfyUI's error report (losing the
+    message). The flag is set from a helper thread: ComfyUI guards it with a lock that the main
+    thread may hold when the signal arrives. Before ComfyUI is imported, or on a second SIGTERM, the
+    handler raises ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self):
+        self.received = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.received += 1
+        model_management = sys.modules.get("comfy.model_management")
+        if model_management is None or self.received > 1:
+            raise KeyboardInterrupt(f"signal {signum}")
+        threading.Thread(target=model_management.interrupt_current_processing, args=(True,), daemon=True).start()
 
 
 class Distributed:
@@ -67,7 +86,12 @@ class Distributed:
             if self.cuda:
                 torch.cuda.set_device(self.local_rank)  # ComfyUI's device is torch.cuda.current_device()
             self.backend = "nccl" if self.cuda else "gloo"
-            dist.init_process_group(self.backend)
+            # torchrun's static rendezvous (--master-addr/--master-port, its default) keeps one store across
+            # elastic restarts, and the ranks' addresses from before a restart stay in it: a restarted rank
+            # could read a killed rank's address and fail to connect. A key prefix per restart keeps them apart.
+            store, _, _ = next(dist.rendezvous("env://"))
+            restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            dist.init_process_group(self.backend, store=dist.PrefixStore(f"flowlora/restart_{restart}", store), rank=self.rank, world_size=self.world)
 
     def barrier(self) -> None:
         if self.backend is not None:
@@ -98,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, StopOnSigterm())
     world = Distributed(args.cpu)
     rank0 = world.rank == 0
     try:
@@ -126,15 +150,16 @@ def run(args: argparse.Namespace) -> int:
                   + (f", elastic restart {restarts}: resuming" if restarts else ""), flush=True)
             for line in changes:
                 print(f"flowlora.run: --set {line}", flush=True)
-        return train(prompt, trainers, rank0)
+        return train(prompt, trainers, world)
     finally:
         world.close()
 
 
-def train(prompt: dict, trainers: list[str], rank0: bool) -> int:
+def train(prompt: dict, trainers: list[str], world: Distributed) -> int:
     from ..nodes.trainer import RUN_EVENTS
     from .progress import Progress
 
+    rank0 = world.rank == 0
     executor = host.Executor()
     for node_id in trainers:
         node = prompt[node_id]
@@ -146,10 +171,22 @@ def train(prompt: dict, trainers: list[str], rank0: bool) -> int:
         except host.ExecutionFailed as e:
             if progress is not None:
                 progress.close()
-            print(f"flowlora.run: {label}: {e}", file=sys.stderr, flush=True)
+            where = f" (rank {world.rank} of {world.world})" if world.world > 1 else ""
+            print(f"flowlora.run{where}: {label}: {e}", file=sys.stderr, flush=True)
+            if progress is not None:
+                print(f"flowlora.run: {label}: {last_good(progress.last_save, world.world > 1)}", file=sys.stderr, flush=True)
             return 130 if e.interrupted else 1
         finally:
             RUN_EVENTS.reset(token)
             if progress is not None:
                 progress.close()
     return 0
+
+
+def last_good(save: dict | None, parallel: bool) -> str:
+    """Where a stopped or failed run can continue from (rank 0's last save of this call)."""
+    restart = " (under torchrun, --max-restarts N restarts the ranks and resumes by itself)" if parallel else ""
+    if save is None:
+        return ("nothing was saved by this run; the files on disk are those of its last earlier save, if any "
+                f"(--resume continues from its resumable state){restart}")
+    return f"the last good LoRA and resumable state are those of step {save['step']} ({save['reason']}); --resume continues from there{restart}"

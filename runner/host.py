@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,15 +131,15 @@ def validate(prompt: dict, outputs: list[str]) -> None:
 
 @dataclass
 class _Messages:
-    """What ComfyUI's executor sends to its server: kept here instead (no websocket clients)."""
+    """Stands in for ComfyUI's server (no websocket clients): the executor sends it nothing the
+    runner needs. The executor's outcome is read from its own ``status_messages``, which holds
+    "execution_error" too (sent to a server only for a prompt with a client id)."""
 
     client_id: str | None = None
     last_node_id: str | None = None
-    sent: list = field(default_factory=list)
 
     def send_sync(self, event, data, sid=None) -> None:
-        if event in ("execution_error", "execution_interrupted"):
-            self.sent.append((event, data))
+        pass
 
     def queue_updated(self) -> None:
         pass
@@ -162,12 +162,12 @@ class Executor:
 
     def run(self, prompt: dict, outputs: list[str]) -> None:
         """Execute what ``outputs`` need; raises :class:`ExecutionFailed` with ComfyUI's message naming the node."""
-        self.messages.sent.clear()
         self.executor.execute(prompt, str(uuid.uuid4()), {}, outputs)
-        for event, data in self.messages.sent:
+        for event, data in self.executor.status_messages:
             node = f"node {data.get('node_id')} ({data.get('node_type')})"
             if event == "execution_interrupted":
                 raise ExecutionFailed(f"interrupted in {node}", interrupted=True)
-            raise ExecutionFailed(f"{node} failed: {data.get('exception_type')}: {data.get('exception_message')}")
+            if event == "execution_error":
+                raise ExecutionFailed(f"{node} failed: {data.get('exception_type')}: {data.get('exception_message')}")
         if not self.executor.success:
             raise ExecutionFailed("ComfyUI's executor reported a failure without a message")

@@ -26,6 +26,7 @@ class Progress:
         self.bar = None
         self.started = self.last_line = 0.0
         self.first = self.total = self.last_step = 0
+        self.last_save: dict | None = None  # the last save event (reason, step, text)
 
     def __call__(self, event: str, data: dict) -> None:
         getattr(self, f"on_{event}")(data)
@@ -57,6 +58,7 @@ class Progress:
                        f"{per_step:.3f} s/step  ETA {_clock(per_step * (self.total - step))}")
 
     def on_save(self, data: dict) -> None:
+        self.last_save = data
         self.write(f"{self.label}: {data['text']}")
 
     def write(self, text: str) -> None:
