@@ -299,21 +299,22 @@ def loss_chain(wf: Workflow, steps, x: float, y: float) -> list[Node]:
     for node_type, title, values in steps:
         upstream = {"loss": nodes[-1]["loss"]} if nodes else {}
         nodes.append(wf.add(node_type, (x, y), node_title=title, **upstream, **values))
-        y += 60 + 26 * len(values)
+        y += 34 + 22 + 26 * len(values) + 40  # the node's height as _Builder sizes it (one socket row), and a gap
     return nodes
 
 
 def acrf_recipe(wf: Workflow, x: float, y: float) -> dict[str, Node]:
-    """Timesteps, loss chain, LoRA Config and Optimizer Config of the AC-RF report; ``loss`` is the chain's end."""
+    """Timesteps (and their histogram), loss chain, LoRA Config and Optimizer Config of the AC-RF report; ``loss`` is the chain's end."""
     r = ACRF_RECIPE
     chain = loss_chain(wf, r["loss"], x + 370, y)
     timesteps = wf.add("FlowLoRATimestepsAnchorCoupled", (x, y), node_title="AC-RF anchors: K 10, shift 3, jitter 0.02 (Gaussian)", **r["timesteps"])
     nodes = {
         "timesteps": timesteps,
-        "histogram": wf.add("FlowLoRATimestepHistogram", (x, y + 280), timesteps=timesteps["timesteps"], axis="sigma", batch_size=1, seq_len=4096, seed=0),
+        "histogram": (histogram := wf.add("FlowLoRATimestepHistogram", (x, y + 280), timesteps=timesteps["timesteps"], axis="sigma", batch_size=1, seq_len=4096, seed=0)),
+        "histogram_image": wf.add("PreviewImage", (x, y + 500), size=(340, 260), node_title="timestep histogram", images=histogram["histogram"]),
         **{f"loss_{i}": node for i, node in enumerate(chain[:-1])},
         "loss": chain[-1],
-        "lora": wf.add("FlowLoRALoraConfig", (x + 370, y + 520), node_title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
+        "lora": wf.add("FlowLoRALoraConfig", (x + 740, y + 480), node_title="LoRA r16 / a16 on to_q, to_k, to_v, to_out", **r["lora"]),
         "optimizer": wf.add("FlowLoRAOptimizerConfig", (x + 740, y), node_title="AdamW8bit 1e-4, cosine w/ restarts, accum 4", **r["optimizer"]),
     }
     wf.group("3. AC-RF recipe", list(nodes.values()), GROUP_COLOURS["recipe"])
@@ -497,7 +498,6 @@ def acrf_zimage_turbo() -> Workflow:
     buckets = wf.add("PreviewImage", (420, 900), size=(340, 260), node_title="buckets", images=dataset["buckets"])
     wf.group("2. Dataset", [dataset, buckets], GROUP_COLOURS["data"])
     recipe = acrf_recipe(wf, 840, 0)
-    histogram = wf.add("PreviewImage", (840, 820), size=(340, 260), node_title="timestep histogram", images=recipe["histogram"]["histogram"])
     graph_anchors(wf, unet["MODEL"], recipe["timesteps"], 840, 1140)
     prompts = ("a portrait photo of a woman with wavy hair by a harbour, pastel houses behind", "a red fox in fresh snow, soft morning light")
     preview = zimage_preview(wf, clip["CLIP"], vae["VAE"], prompts, 1210, 1140, 1024)
@@ -509,7 +509,7 @@ def acrf_zimage_turbo() -> Workflow:
         steps=500, epochs=10, batch_size=1, seed=0, training_dtype="bf16", gradient_checkpointing=True, save_every=0, output_name="flowlora/acrf_zimage_turbo", resume=False,
         preview=preview["preview"],
     )
-    wf.group("4. Train", [trainer, histogram, previews_grid(wf, trainer, 1980, 1100)], GROUP_COLOURS["train"])
+    wf.group("4. Train", [trainer, previews_grid(wf, trainer, 1980, 1100)], GROUP_COLOURS["train"])
     before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 1024, "before\nafter (AC-RF LoRA)",
                  "AC-RF LoRA on Z-Image Turbo: 8 steps, cfg 1, shift 3", 512, "flowlora/acrf_zimage_turbo", "5. Before / after (Turbo sampling)")
     plots(wf, [trainer["log"]], ["AC-RF"], 1980, 1500, "flowlora/acrf_zimage_turbo")

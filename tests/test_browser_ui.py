@@ -1,4 +1,4 @@
-"""Three things a user does in ComfyUI's own frontend, checked there (headless Chromium, the real server).
+"""Four things a user does in ComfyUI's own frontend, checked there (headless Chromium, the real server).
 
 * **Previews while it trains** (issue 14 item 6): a LoRA run on the committed
   tiny-world Turbo with a Training Preview (3 prompts, every 4 updates) is queued
@@ -11,6 +11,11 @@
 * **Node help pages** (issue 16 item 2): selecting a node and pressing the selection
   toolbox's info button shows the pack's ``web/docs/<NodeId>.md``, and the Chinese
   ``web/docs/<NodeId>/zh.md`` with the frontend's language set to Chinese.
+* **Nodes that show only what matters** (issue 16 item 6): in the AC-RF workflow each timestep and
+  loss node shows exactly its declared widgets (at most six), where the deprecated all-in-one
+  Timestep Sampler, loaded from a workflow saved before the split, shows 21; the node search
+  (double-click on the canvas, type "Timestep") offers the new nodes and not the deprecated one.
+  Its recipe screenshot is ``docs/screenshots/timestep_and_loss_nodes.png``.
 * **Template browser** (issue 16 item 5): the frontend's Templates browser lists the
   pack's ``workflows/*.json`` under its folder name, each card showing its own
   ``workflows/<name>.jpg`` (fetched with status 200, 512 x 512, not the stock
@@ -274,3 +279,63 @@ def test_every_workflow_has_a_current_thumbnail():
         if made_from != hashlib.sha256(path.read_bytes()).hexdigest():
             stale.append(f"{thumb.name} was made from another version of {path.name}")
     assert not stale, "; ".join(stale) + f" (run {workflow_thumbnails.COMMAND})"
+
+
+# ---------------------------------------------------------------- 4. nodes that show only what matters
+
+NODE_WIDGETS_JS = """
+(types) => app.graph.nodes.filter(n => types.includes(n.type)).map(n => ({id: n.id, type: n.type, widgets: (n.widgets || []).map(w => w.name)}))
+"""
+
+SEARCH_JS = """
+() => [...document.querySelectorAll('[role="option"]')].map(o => o.innerText.replace(/\\s+/g, ' ').trim()).filter(t => t)
+"""
+
+
+@pytest.mark.server
+def test_timestep_and_loss_nodes_show_only_their_own_widgets_and_the_old_ones_are_hidden_from_search(env):
+    """Issue 16 item 6, in the frontend: the AC-RF workflow's timestep and loss nodes show exactly their own
+    widgets (as /object_info declares them, a handful each, where the all-in-one Timestep Sampler showed 21);
+    the node search finds the new nodes and not the deprecated all-in-one ones, which still load from a saved
+    workflow. Screenshot of the recipe for the README."""
+    server, fe = env
+    page = fe.page
+    info = server.get("/object_info", timeout=300)
+    workflow = json.loads((WORKFLOWS / "acrf_zimage_turbo.json").read_text(encoding="utf-8"))
+    families = [t for t in info if t.startswith(("FlowLoRATimestep", "FlowLoRALoss")) and not info[t].get("deprecated")]
+    fe.load_workflow(workflow, "acrf_zimage_turbo.json")
+
+    shown = page.evaluate(NODE_WIDGETS_JS, families)
+    assert {n["type"] for n in shown} >= {"FlowLoRATimestepsAnchorCoupled", "FlowLoRATimestepHistogram", "FlowLoRALossCharbonnier", "FlowLoRALossCosine", "FlowLoRALossFFT", "FlowLoRALossMinSNR"}
+    for node in shown:
+        spec = info[node["type"]]["input"]
+        declared = [name for section in ("required", "optional") for name, (kind, *_) in spec.get(section, {}).items()
+                    if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+        widgets = [w for w in node["widgets"] if w != "control_after_generate"]  # the frontend's companion of a seed
+        assert widgets == declared and len(declared) <= 6, node
+
+    legacy = fe.load_workflow(json.loads((REPO / "tests" / "legacy_workflows" / "demo_tiny.json").read_text(encoding="utf-8")), "legacy_demo_tiny.json")
+    assert not legacy.problems(), legacy.problems()
+    (old,) = page.evaluate(NODE_WIDGETS_JS, ["FlowLoRATimestepSampler"])
+    assert len(old["widgets"]) == 21, old
+
+    fe.load_workflow(workflow, "acrf_zimage_turbo.json")
+    recipe = [n["id"] for n in workflow["nodes"] if n["type"] in families or (n["type"] == "PreviewImage" and n.get("title") == "timestep histogram")]
+    box = fe.fit_view(recipe, max_scale=1.2)
+    page.screenshot(path=str(_artifact(fe, "timestep_and_loss_nodes", "png")), clip=_margin(box, 24))
+
+    # the node search, as a double-click on an empty part of the canvas opens it: the whole graph in the
+    # upper half of the page, the click well below it
+    width, height = fe.viewport["width"], fe.viewport["height"]
+    fe.close_dialogs()
+    fe.fit_view(into=(80, 110, width - 20, height * 0.5), max_scale=0.5)
+    page.mouse.dblclick(width * 0.5, height * 0.8)
+    page.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'INPUT'", timeout=30_000)
+    page.keyboard.type("Timestep", delay=30)
+    _wait(page, lambda: any("Timesteps:" in t for t in page.evaluate(SEARCH_JS)), 30, "the pack's nodes among the search results")
+    page.wait_for_timeout(500)  # the list settles
+    found = [t for t in page.evaluate(SEARCH_JS) if "Timestep" in t]
+    page.screenshot(path=str(_artifact(fe, "node_search_timestep", "png")))
+    page.keyboard.press("Escape")
+    assert any("Timesteps: Uniform" in t for t in found) and any("Timestep Shift" in t for t in found), found
+    assert not any("Timestep Sampler" in t for t in found), f"the deprecated all-in-one node is offered: {found}"
