@@ -18,6 +18,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..trainer_core import losses as ls
+from ..trainer_core.errors import ConfigError
 from .types import CATEGORY, PREFIX, Loss, check_inputs, validation_message
 
 SUBCATEGORY = f"{CATEGORY}/loss"
@@ -145,7 +146,11 @@ class LossFFT(_LossNode):
 
     @classmethod
     def build(cls, loss: ls.LossConfig | None = None, *, space: str, weight: float, fft_norm: str) -> ls.LossConfig:
-        return (loss or ls.LossConfig()).with_term(term_name("fft", space), weight, fft_norm=fft_norm)
+        loss = loss or ls.LossConfig()
+        other = [name for name in loss.terms if name.endswith("_fft")]
+        if other and loss.params.fft_norm != fft_norm:  # one TermParams per loss: a second norm would change the first term
+            raise ConfigError("fft_norm", fft_norm, f"this loss's {other[0]} term uses {loss.params.fft_norm!r}; both FFT terms of a loss share one normalisation")
+        return loss.with_term(term_name("fft", space), weight, fft_norm=fft_norm)
 
 
 class LossMinSNR(_LossNode):

@@ -174,5 +174,10 @@ def test_chaining_mistakes_are_errors_naming_the_field(nodes):
     (cosine,) = losses.LossCosine.execute(loss=mse, weight=0.1).result
     with pytest.raises(ConfigError, match=r"^v_cosine = 0.2: this loss already has v_cosine"):
         losses.LossCosine.execute(loss=cosine, weight=0.2)
+    (fft,) = losses.LossFFT.execute(loss=mse, space="velocity", weight=0.1, fft_norm="ortho").result
+    with pytest.raises(ConfigError, match=r"^fft_norm = 'backward': this loss's v_fft term uses 'ortho'"):
+        losses.LossFFT.execute(loss=fft, space="x0", weight=0.1, fft_norm="backward")
+    (both,) = losses.LossFFT.execute(loss=fft, space="x0", weight=0.2, fft_norm="ortho").result
+    assert both.terms == {"x0_mse": 1.0, "v_fft": 0.1, "x0_fft": 0.2} and both.params.fft_norm == "ortho"
     assert losses.LossMSE.validate_inputs(space="x0", weight=0.0, t_eps=0.001).startswith("terms = ")
     assert timesteps.TimestepsUniform.validate_inputs(**{**defaults(timesteps.TimestepsUniform), "sigma_min": 0.6, "sigma_max": 0.5}).startswith("sigma_min = 0.6")
