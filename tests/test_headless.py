@@ -33,27 +33,38 @@ WORKFLOW = harness.REPO / "workflows" / "demo_tiny.json"
 TRAINER = "FlowLoRALoraTrainer"
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory, comfy_root) -> Path:
-    """A ComfyUI base directory with the tiny demo model files, the demo dataset and the demo-only node package."""
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+"""One thread per process, output as it comes."""
+
+
+def demo_base(base: Path) -> Path:
+    """``base`` made a ComfyUI base directory with the tiny demo model files, the demo dataset and the demo-only node package."""
     import make_demo_model
 
-    base = tmp_path_factory.mktemp("headless-base")
     standins.link_tiny_package(base)
     make_demo_model.write_models(base / "models", **make_demo_model.DEMO_FILES)
     make_demo_model.write_dataset(base / "input" / make_demo_model.DEMO_DATASET, size=standins.TEST_IMAGE)
     return base
 
 
+def runner_base_args(base: Path, workflow: Path) -> list[str]:
+    """The runner's arguments for ``workflow`` on ``base``: only the demo-only package besides the pack, one thread."""
+    return [str(workflow), "--base-directory", str(base), "--no-custom-nodes", "--custom-nodes", str(base / "custom_nodes" / "flowlora_tiny"), "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, comfy_root) -> Path:
+    return demo_base(tmp_path_factory.mktemp("headless-base"))
+
+
 def runner(base: Path, workflow: Path, *args: str, ranks: int = 1, timeout: float = 300) -> str:
     """Run the headless runner (under torchrun when ``ranks`` > 1) with one thread per process; returns its output."""
-    common = [str(workflow), "--base-directory", str(base), "--no-custom-nodes", "--custom-nodes", str(base / "custom_nodes" / "flowlora_tiny"), "--threads", "1", *args]
+    common = [*runner_base_args(base, workflow), *args]
     if ranks == 1:
         cmd = [sys.executable, str(RUNNER), *common]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-addr", "127.0.0.1", "--master-port", str(harness.free_port()), str(RUNNER), *common]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=harness.REPO)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV, cwd=harness.REPO)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(cmd)} exited with {done.returncode}:\n{output[-6000:]}"
     return output

@@ -26,36 +26,24 @@ from pathlib import Path
 
 import harness
 import pytest
-import standins  # puts scripts/ on sys.path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from test_headless import ENV, RUNNER, TRAINER, WORKFLOW, demo_base, runner_base_args
 
 pytestmark = [pytest.mark.slow]
 
-RUNNER = harness.REPO / "scripts" / "flowlora_run.py"
-WORKFLOW = harness.REPO / "workflows" / "demo_tiny.json"
-TRAINER = "FlowLoRALoraTrainer"
 STEPS, EVERY, KILL_AFTER = 30, 3, 6
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, comfy_root) -> Path:
-    """A ComfyUI base directory with the tiny demo model files, the demo dataset and the demo-only node package."""
-    import make_demo_model
-
-    base = tmp_path_factory.mktemp("elastic-base")
-    standins.link_tiny_package(base)
-    make_demo_model.write_models(base / "models", **make_demo_model.DEMO_FILES)
-    make_demo_model.write_dataset(base / "input" / make_demo_model.DEMO_DATASET, size=standins.TEST_IMAGE)
-    return base
+    return demo_base(tmp_path_factory.mktemp("elastic-base"))
 
 
 def runner_args(base: Path, name: str, *, batch: int, every: int = EVERY, workflow: Path = WORKFLOW) -> list[str]:
     sets = {"steps": STEPS, "save_every": every, "training_dtype": "fp32", "batch_size": batch, "output_name": f"elastic/{name}"}
-    return [str(workflow), "--base-directory", str(base), "--no-custom-nodes", "--custom-nodes", str(base / "custom_nodes" / "flowlora_tiny"),
-            "--threads", "1", *[a for key, value in sets.items() for a in ("--set", f"{TRAINER}.{key}={json.dumps(value)}")]]
+    return [*runner_base_args(base, workflow), *[a for key, value in sets.items() for a in ("--set", f"{TRAINER}.{key}={json.dumps(value)}")]]
 
 
 def torchrun(*args: str) -> list[str]:
