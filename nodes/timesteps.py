@@ -43,9 +43,9 @@ class _Family(io.ComfyNode):
 
     @classmethod
     def build(cls, clamp_min: float = 0.0, clamp_max: float = 1.0, **values) -> ts.TimestepConfig:
-        if cls.SAMPLER == "anchor_coupled":  # its draws clamp themselves too (AC-RF reference code L132)
-            values.update(clamp_min=clamp_min, clamp_max=clamp_max)
-        return ts.TimestepConfig(ts.make_sampler(cls.SAMPLER, **values), ts.NoShift(), clamp_min, clamp_max)
+        # make_sampler takes the fields the sampler declares: Anchor-Coupled's draws clamp themselves too (AC-RF L132)
+        sampler = ts.make_sampler(cls.SAMPLER, clamp_min=clamp_min, clamp_max=clamp_max, **values)
+        return ts.TimestepConfig(sampler, ts.NoShift(), clamp_min, clamp_max)
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
