@@ -104,6 +104,9 @@ class TrainConfig:
     t_eps: float = 0.05
     t_law: str = "uniform"
     threads: int = 2
+    decay_steps: int = 0
+    """The learning rate falls linearly from ``lr`` to ``decay_to`` x lr at this step (0: constant after warm-up)."""
+    decay_to: float = 1.0
 
     def __post_init__(self):
         if self.t_law not in T_LAWS:
@@ -295,7 +298,10 @@ def train_step(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: P
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
-    return tc.lr * min(1.0, (step + 1) / tc.warmup)
+    """Linear warm-up over ``tc.warmup`` steps, then constant, or linear to ``tc.decay_to`` x lr at ``tc.decay_steps``."""
+    ramp = min(1.0, (step + 1) / tc.warmup)
+    decay = 1.0 if tc.decay_steps <= 0 else 1.0 - (1.0 - tc.decay_to) * min(1.0, step / tc.decay_steps)
+    return tc.lr * ramp * decay
 
 
 # ---------------------------------------------------------------- sampling (own loop, spec 4.3)
@@ -469,7 +475,9 @@ def write_model_card(out: Path) -> None:
         f"- Objective as U1 / train_u1: z_t = t x0 + (1 - t) s_eff eps, t {tc['t_law']} on [{tc['t_eps']}, 1), x0 prediction, x0-MSE in pixel space.",
         "- Both towers trained jointly from scratch: the understanding tower is the text encoder (prefix K/V with gradients,",
         "  one exact padded pass per step, checked against the pack's `GenerationTower(PrefixTower.encode(...))` at start).",
-        f"- AdamW (0.9, 0.95, weight decay {tc['weight_decay']}), lr {tc['lr']:g} after {tc['warmup']} warm-up steps, constant; clip {tc['clip']}; "
+        f"- AdamW (0.9, 0.95, weight decay {tc['weight_decay']}), lr {tc['lr']:g} after {tc['warmup']} warm-up steps, "
+        + (f"then linearly to {tc['decay_to']:g} x at step {tc['decay_steps']}" if tc.get("decay_steps") else "constant")
+        + f"; clip {tc['clip']}; "
         f"batch {tc['batch']}; EMA {tc['ema']} (the exported weights); seed {tc['seed']}; fp32 training, bf16 export.",
         f"- This checkpoint: step {info['step']}, {info['train_minutes']} training minutes on {info['threads']} CPU thread(s)"
         + (f"; x0-MSE {np.mean(losses[:20]):.4f} (first 20 steps) -> {np.mean(losses[-50:]):.4f} (last 50 steps)." if len(losses) >= 50 else "."),
@@ -513,12 +521,13 @@ def main(argv=None) -> None:
     ap.add_argument("--save-every", type=float, default=3.0, help="minutes between checkpoints")
     ap.add_argument("--eval-every", type=float, default=10.0, help="minutes between quick held-out evaluations (20 prompts, 20 steps); 0 = off")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing state and start at step 0")
-    for f in ("seed", "batch", "lr", "warmup", "threads", "p_uncond", "ema"):
+    for f in ("seed", "batch", "lr", "warmup", "threads", "p_uncond", "ema", "decay_steps", "decay_to"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=type(getattr(TrainConfig, f)), default=getattr(TrainConfig, f))
     ap.add_argument("--t-law", choices=T_LAWS, default=TrainConfig.t_law)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    tc = TrainConfig(seed=args.seed, batch=args.batch, lr=args.lr, warmup=args.warmup, threads=args.threads, p_uncond=args.p_uncond, ema=args.ema, t_law=args.t_law)
+    tc = TrainConfig(seed=args.seed, batch=args.batch, lr=args.lr, warmup=args.warmup, threads=args.threads, p_uncond=args.p_uncond, ema=args.ema, t_law=args.t_law,
+                     decay_steps=args.decay_steps, decay_to=args.decay_to)
     torch.set_num_threads(tc.threads)
     out, state_dir = args.out, args.state
     out.mkdir(parents=True, exist_ok=True)
