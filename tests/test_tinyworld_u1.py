@@ -88,3 +88,14 @@ def test_pretraining_resumes_on_the_same_trajectory(tmp_path):
     logs = [(tmp_path / d / "train_log.jsonl").read_text().splitlines() for d in ("a", "b")]
     assert [json.loads(x)["loss"] for x in logs[0]] == [json.loads(x)["loss"] for x in logs[1]]
     assert (tmp_path / "b" / "README.md").is_file() and (tmp_path / "b" / "model.safetensors.index.json").is_file()
+
+
+def test_pretraining_learning_rate_schedule():
+    """Warm-up, then constant by default, or linear to decay_to x lr at decay_steps and flat after."""
+    from tinyworld import pretrain_u1
+
+    constant = pretrain_u1.TrainConfig(lr=1e-3, warmup=10)
+    assert pretrain_u1.lr_at(0, constant) == pytest.approx(1e-4) and pretrain_u1.lr_at(500, constant) == pytest.approx(1e-3)
+    decayed = pretrain_u1.TrainConfig(lr=1e-3, warmup=10, decay_steps=100, decay_to=0.1)
+    assert pretrain_u1.lr_at(50, decayed) == pytest.approx(1e-3 * (1 - 0.9 * 0.5))
+    assert pretrain_u1.lr_at(100, decayed) == pytest.approx(1e-4) and pretrain_u1.lr_at(300, decayed) == pytest.approx(1e-4)
