@@ -124,3 +124,28 @@ def test_resume_continues_the_same_trajectory(zi, clip, tmp_path):
         torch.testing.assert_close(resumed.model.diffusion_model.state_dict()[name], value, rtol=0, atol=0)
     for name, value in straight.ema.items():
         torch.testing.assert_close(resumed.ema[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("law", ["logit_normal", "uniform"])
+def test_sigma_laws_and_their_shift(zi, law):
+    """Both pretraining laws stay in [1e-3, 1]; uniform has mean 1/2 unshifted; shift 3 moves the median to 3/4."""
+    import torch
+
+    pz = zi.pz
+    plain = pz.sample_sigma(20000, torch.Generator().manual_seed(0), shift=1.0, law=law)
+    shifted = pz.sample_sigma(20000, torch.Generator().manual_seed(0), shift=3.0, law=law)
+    assert float(plain.min()) >= 1e-3 and float(plain.max()) <= 1.0
+    assert float(plain.median()) == pytest.approx(0.5, abs=0.02)
+    assert float(shifted.median()) == pytest.approx(0.75, abs=0.02)  # shift 3: 3 u / (1 + 2 u) at u = 1/2
+    if law == "uniform":
+        assert float(plain.mean()) == pytest.approx(0.5, abs=0.01) and float((plain < 0.4).float().mean()) == pytest.approx(0.4, abs=0.02)
+    with pytest.raises(ValueError, match="'cosine'"):
+        pz.sample_sigma(4, torch.Generator(), law="cosine")
+
+
+def test_committed_base_keeps_a_nearly_clean_scene(zi):
+    """diagnose_denoising: from held-out renders noised to sigma 0.1, the committed base keeps their content."""
+    import diagnose_denoising
+
+    (result,) = diagnose_denoising.diagnose(BASE, prompts=12, levels=(0.1,))
+    assert result["s0"] == 0.1 and result["accuracy"] >= 0.9, result

@@ -1,8 +1,10 @@
 """Pretrain the tiny-world Z-Image (pixel space) by flow matching; resumable, on CPU.
 
-    .venv/bin/python scripts/tinyworld/pretrain_zimage.py                 # the committed base: 7,000 steps, <= 45 min
+    .venv/bin/python scripts/tinyworld/pretrain_zimage.py --max-steps 2662 --minutes 600   # stage 1 of the committed base
     .venv/bin/python scripts/tinyworld/pretrain_zimage.py --minutes 20    # a stopped run continues where it stopped
 
+The committed base took three stages, each continuing the previous export with
+``--init`` (its model card, ``models/zimage_base.md``, lists the commands).
 Each call continues the run in ``--run`` (default ``.cache/tinyworld/zimage_base``)
 for ``--minutes`` of wall time or until ``--max-steps`` in total, saves a
 resumable state every ``--save-minutes`` and at the end, and exports the EMA
@@ -20,18 +22,22 @@ rebuilt from its seed) through ComfyUI's own encode path.
 Objective (DESIGN.md section 2): x_sigma = (1 - sigma) x0 + sigma eps with x0
 the render in [-1, 1] (ComfyUI's pixel_space convention), velocity target
 v = eps - x0, read from ComfyUI's denoised output as (x_sigma - x0_pred) / sigma;
-sigma = logit-normal(0, 1) (SD3's law, Esser et al. 2024, unshifted: their
-resolution rule shift = sqrt(n / n_ref) gives 0.87 for 64 x 64 x 3 = 12,288
-values against 256 x 256 latents' 16,384; ``--train-shift`` sets it); 10% of
-captions dropped to the empty prompt so classifier-free guidance works. The
-model still samples at Z-Image's shift 3 (:data:`SHIFT`, the model class's).
+sigma drawn from ``--sigma-law`` (logit-normal(0, 1) by default, or uniform)
+then shifted by ``--train-shift`` (3 by default, Z-Image's); 10% of captions
+dropped to the empty prompt so classifier-free guidance works. The model
+samples at Z-Image's shift 3 (:data:`SHIFT`, the model class's) whatever the
+training law.
 
-Why not train at shift 3 as well: an earlier base trained at shift 3 for 8,068
-steps drew blobs, not shapes (61% content accuracy, shape 24%). Started from
-clean held-out renders noised to sigma 0.4 it still reached only 73% on shape
-(0.2: 89%): shift 3 puts 7% of the training draws below sigma 0.4 (0.7% below
-0.2), so the model never learnt to finish a shape; logit-normal(0, 1) puts 34%
-there, and 8% above 0.8 where colour and position are chosen.
+The law matters more than the step count here. Shift 3 puts 39% of the draws
+above sigma 0.8, where layout and colour are chosen, but 7% below 0.4 (0.7%
+below 0.2), where a shape is finished: the base after stages 1 and 2 (8,068
+steps) placed objects right (position 96%) but drew blobs (shape 24%), and
+even from held-out renders noised only to sigma 0.4 it kept the shape in 74%
+of objects (``diagnose_denoising.py``). Unshifted logit-normal(0, 1) from
+scratch went the other way: after 2,400 steps its layouts were fragments (18%
+content accuracy, 48 prompts). Stage 3 trains the whole range: uniform sigma
+(20% above 0.8, 40% below 0.4), the law of rectified flow and of U1.
+
 Batches hold captions of one token length (per-length queues), because
 ComfyUI's NextDiT pads every caption to 32 tokens with its own learned token
 and attends to that padding: a batch padded any other way would not be what
@@ -77,8 +83,8 @@ PAD_TOKEN = 151643
 """Qwen's pad token (ComfyUI's ``Qwen3Tokenizer`` pad; the encoder masks it)."""
 SHIFT = 3.0
 """Z-Image's sampling shift (the model class's ``model_sampling``): the Turbo's grid and every sample use it."""
-TRAIN_SHIFT = 1.0
-"""Shift of the pretraining sigma law (see the module docstring for the measurement behind 1, not 3)."""
+TRAIN_SHIFT = 3.0
+"""Default shift of the pretraining sigma law (stages 1 and 2; stage 3 trains at 1 with a uniform law: module docstring)."""
 IMAGE = 64
 
 
@@ -270,11 +276,16 @@ class SceneStream:
         self.queues = {k: [int(c) for c in v] for k, v in state["queues"].items()}
 
 
-def sample_sigma(batch: int, gen, shift: float = SHIFT, mean: float = 0.0, std: float = 1.0):
-    """``(B,)`` sigma = shift(sigmoid(N(mean, std))) clamped to [1e-3, 1]; shift s: s sigma / (1 + (s - 1) sigma)."""
+SIGMA_LAWS = ("logit_normal", "uniform")
+
+
+def sample_sigma(batch: int, gen, shift: float = SHIFT, mean: float = 0.0, std: float = 1.0, law: str = "logit_normal"):
+    """``(B,)`` sigma = shift(u) clamped to [1e-3, 1], u = sigmoid(N(mean, std)) or U(0, 1); shift s: s u / (1 + (s - 1) u)."""
     import torch
 
-    s = torch.sigmoid(mean + std * torch.randn(batch, generator=gen))
+    if law not in SIGMA_LAWS:
+        raise ValueError(f"sigma law {law!r}: not one of {', '.join(SIGMA_LAWS)}")
+    s = torch.rand(batch, generator=gen) if law == "uniform" else torch.sigmoid(mean + std * torch.randn(batch, generator=gen))
     s = shift * s / (1 + (shift - 1) * s)
     return s.clamp(1e-3, 1.0)
 
@@ -507,7 +518,7 @@ def flow_loss(run: Run, step: int, encoder: CaptionEncoder, args) -> tuple:
     context = encoder.encode(captions)
     gen = step_generator(args.seed, step)
     eps = torch.randn(x0.shape, generator=gen)
-    sigma = sample_sigma(x0.shape[0], gen, args.train_shift, args.sigma_mean, args.sigma_std)
+    sigma = sample_sigma(x0.shape[0], gen, args.train_shift, args.sigma_mean, args.sigma_std, args.sigma_law)
     s = sigma.view(-1, 1, 1, 1)
     x = (1 - s) * x0 + s * eps
     v = velocity(run.model, x, sigma, context)
@@ -517,7 +528,7 @@ def flow_loss(run: Run, step: int, encoder: CaptionEncoder, args) -> tuple:
 
 def objective(args) -> str:
     """The pretraining objective in words, from the arguments (the model card's line)."""
-    law = f"logit-normal({args.sigma_mean:g}, {args.sigma_std:g})"
+    law = "uniform(0, 1)" if args.sigma_law == "uniform" else f"logit-normal({args.sigma_mean:g}, {args.sigma_std:g})"
     law = law if args.train_shift == 1.0 else f"shift{args.train_shift:g}({law})"
     return f"flow matching, v-MSE, sigma = {law}, {100 * args.p_drop:g}% empty prompt"
 
@@ -540,6 +551,7 @@ def arguments(argv=None, description: str = __doc__.split("\n\n")[0]):
     parser.add_argument("--p-drop", type=float, default=0.1, help="share of captions dropped to the empty prompt (classifier-free guidance)")
     parser.add_argument("--train-shift", "--shift", dest="train_shift", type=float, default=TRAIN_SHIFT,
                         help="shift of the pretraining sigma law, sigma = shift(logit-normal(--sigma-mean, --sigma-std)); sampling keeps the model's shift 3")
+    parser.add_argument("--sigma-law", choices=SIGMA_LAWS, default="logit_normal", help="pretraining sigma law before the shift: logit-normal(--sigma-mean, --sigma-std) or uniform on [0, 1]")
     parser.add_argument("--sigma-mean", type=float, default=0.0)
     parser.add_argument("--sigma-std", type=float, default=1.0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than fp32 on most CPUs; measure)")
@@ -571,13 +583,8 @@ def setup(args) -> CaptionEncoder:
     return encoder
 
 
-BASE_DEFAULTS = {"max_steps": 7000, "decay_to": 0.1, "minutes": 45.0}
-"""The base's run: lr 8e-4 falling linearly to 8e-5 at step 7,000, within issue 12's 45 minutes of a 2-core CPU."""
-
-
 def main(argv=None) -> None:
     parser = arguments()
-    parser.set_defaults(**BASE_DEFAULTS)
     args = parser.parse_args(argv)
     encoder = setup(args)
     run = new_run(args.run, args, init_state(args))
