@@ -91,7 +91,7 @@ def _turbo_measured() -> float:
 # checkpoint's own measured accuracy is below it, and this check is an expected failure that says so.
 @pytest.mark.xfail(_turbo_measured() < TURBO_MIN_ACCURACY, strict=False,
                    reason=f"the committed Turbo measured {100 * _turbo_measured():.0f}% content accuracy (8 steps, cfg 1), below "
-                          f"{100 * TURBO_MIN_ACCURACY:.0f}%: a short pretraining run; see scripts/tinyworld/models/zimage_base.md for the full-run commands")
+                          f"{100 * TURBO_MIN_ACCURACY:.0f}%: the tiny base is below issue 12's target (scripts/tinyworld/models/zimage_base.md)")
 def test_turbo_samples_held_out_prompts_in_8_steps(zi, clip):
     """8 Euler steps, cfg 1, 20 held-out prompts, batched: content accuracy >= 80%."""
     model = zi.load_unet(TURBO)

@@ -47,12 +47,12 @@ def denoise_from(model, x0, eps, s0: float, sigmas, context, empty, cfg: float):
 
 def diagnose(model_path: Path, prompts: int = 96, levels=(1.0, 0.8, 0.6, 0.4, 0.2), steps: int = 50, cfg: float = 3.0, seed: int = 0) -> list[dict]:
     import comfy.samplers
+    import evaluate_zimage
     import numpy as np
     import torch
-    from safetensors.torch import load_file
 
     encoder = pz.CaptionEncoder(pz.load_text_encoder())
-    model = pz.build_model(load_file(str(model_path)))
+    model = evaluate_zimage.load_unet(model_path).model  # the stock UNETLoader's model (any host's key set)
     model.eval()
     sigmas = comfy.samplers.calculate_sigmas(model.model_sampling, "simple", steps).float()
     scenes = [tw.scene(i, "heldout") for i in range(prompts)]
