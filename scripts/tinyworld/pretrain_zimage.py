@@ -282,16 +282,27 @@ class SceneStream:
         self.queues = {k: [int(c) for c in v] for k, v in state["queues"].items()}
 
 
-SIGMA_LAWS = ("logit_normal", "uniform")
+def _logit_normal(batch: int, gen, mean: float, std: float):
+    import torch
+
+    return torch.sigmoid(mean + std * torch.randn(batch, generator=gen))
+
+
+def _uniform(batch: int, gen, mean: float, std: float):
+    import torch
+
+    return torch.rand(batch, generator=gen)
+
+
+SIGMA_LAWS = {"logit_normal": _logit_normal, "uniform": _uniform}
+"""Pretraining sigma law before the shift: name -> ``(batch, generator, mean, std) -> u (B,)`` in (0, 1)."""
 
 
 def sample_sigma(batch: int, gen, shift: float = SHIFT, mean: float = 0.0, std: float = 1.0, law: str = "logit_normal"):
-    """``(B,)`` sigma = shift(u) clamped to [1e-3, 1], u = sigmoid(N(mean, std)) or U(0, 1); shift s: s u / (1 + (s - 1) u)."""
-    import torch
-
+    """``(B,)`` sigma = shift(u) clamped to [1e-3, 1], u from :data:`SIGMA_LAWS`; shift s: s u / (1 + (s - 1) u)."""
     if law not in SIGMA_LAWS:
         raise ValueError(f"sigma law {law!r}: not one of {', '.join(SIGMA_LAWS)}")
-    s = torch.rand(batch, generator=gen) if law == "uniform" else torch.sigmoid(mean + std * torch.randn(batch, generator=gen))
+    s = SIGMA_LAWS[law](batch, gen, mean, std)
     s = shift * s / (1 + (shift - 1) * s)
     return s.clamp(1e-3, 1.0)
 
@@ -556,8 +567,8 @@ def arguments(argv=None, description: str = __doc__.split("\n\n")[0]):
     parser.add_argument("--stop-at", type=int, help="stop at this total step (before --max-steps, which still sets the lr decay): reproduces a run that its time budget stopped")
     parser.add_argument("--p-drop", type=float, default=0.1, help="share of captions dropped to the empty prompt (classifier-free guidance)")
     parser.add_argument("--train-shift", "--shift", dest="train_shift", type=float, default=TRAIN_SHIFT,
-                        help="shift of the pretraining sigma law, sigma = shift(logit-normal(--sigma-mean, --sigma-std)); sampling keeps the model's shift 3")
-    parser.add_argument("--sigma-law", choices=SIGMA_LAWS, default="logit_normal", help="pretraining sigma law before the shift: logit-normal(--sigma-mean, --sigma-std) or uniform on [0, 1]")
+                        help="shift of the pretraining sigma law, sigma = shift(u) with u from --sigma-law; sampling keeps the model's shift 3")
+    parser.add_argument("--sigma-law", choices=sorted(SIGMA_LAWS), default="logit_normal", help="pretraining sigma law before the shift: logit-normal(--sigma-mean, --sigma-std) or uniform on [0, 1]")
     parser.add_argument("--sigma-mean", type=float, default=0.0)
     parser.add_argument("--sigma-std", type=float, default=1.0)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (slower than fp32 on most CPUs; measure)")
@@ -590,8 +601,7 @@ def setup(args) -> CaptionEncoder:
 
 
 def main(argv=None) -> None:
-    parser = arguments()
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     encoder = setup(args)
     run = new_run(args.run, args, init_state(args))
     run.meta = {"kind": "base", "args": {k: str(v) for k, v in vars(args).items()}, **run.meta}
