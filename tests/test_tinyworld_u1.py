@@ -98,3 +98,13 @@ def test_pretraining_learning_rate_schedule():
     decayed = pretrain_u1.TrainConfig(lr=1e-3, warmup=10, decay_steps=100, decay_to=0.1)
     assert pretrain_u1.lr_at(50, decayed) == pytest.approx(1e-3 * (1 - 0.9 * 0.5))
     assert pretrain_u1.lr_at(100, decayed) == pytest.approx(1e-4) and pretrain_u1.lr_at(300, decayed) == pytest.approx(1e-4)
+
+
+def test_a_later_stage_restarts_warm_up_and_decay_at_its_first_step():
+    """The schedule Z-Image's stages share with U1: counted from ``start``, the step a stage resumes at."""
+    from tinyworld import schedule
+
+    assert schedule.lr_at(8068, 4e-4, 10, start=8068, end=11500, final=0.1) == pytest.approx(4e-5)
+    assert schedule.lr_at(8068 + 1716, 4e-4, 10, start=8068, end=11500, final=0.1) == pytest.approx(4e-4 * (1 - 0.9 * 0.5))
+    assert schedule.lr_at(12000, 4e-4, 10, start=8068, end=11500, final=0.1) == pytest.approx(4e-5)
+    assert schedule.lr_at(50, 1e-3, 0) == pytest.approx(1e-3)  # no warm-up, no decay

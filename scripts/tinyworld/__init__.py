@@ -8,6 +8,7 @@ Demo tooling, not the pack's runtime. Everything is deterministic from an intege
 - :mod:`.render`: scene -> uint8 image, index batches -> (images, captions), ComfyUI IMAGE.
 - :mod:`.content`: analytic content accuracy (shape, colour, position of each object).
 - :mod:`.make_style_sets`: writes the captioned style sets and their held-out prompts.
+- :mod:`.schedule`: the pretraining learning-rate schedule (warm-up, linear decay).
 - :mod:`.report`: measures render speed, content accuracy on ground truth and style-score separation.
 """
 

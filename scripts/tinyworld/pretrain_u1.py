@@ -71,7 +71,7 @@ from flowlora.trainer_core.models.u1.layers import attend  # noqa: E402
 from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa: E402
 from flowlora.trainer_core.models.u1.towers import GenerationTower, PrefixTower, image_positions, text_positions  # noqa: E402
 
-from . import u1_tokenizer  # noqa: E402
+from . import schedule, u1_tokenizer  # noqa: E402
 from .content import accuracy, score_images  # noqa: E402
 from .render import batch as render_batch  # noqa: E402
 from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, caption, scene  # noqa: E402
@@ -298,10 +298,8 @@ def train_step(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: P
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
-    """Linear warm-up over ``tc.warmup`` steps, then constant, or linear to ``tc.decay_to`` x lr at ``tc.decay_steps``."""
-    ramp = min(1.0, (step + 1) / tc.warmup)
-    decay = 1.0 if tc.decay_steps <= 0 else 1.0 - (1.0 - tc.decay_to) * min(1.0, step / tc.decay_steps)
-    return tc.lr * ramp * decay
+    """:func:`schedule.lr_at` for a :class:`TrainConfig`: warm-up over ``tc.warmup`` steps, then constant, or linear to ``tc.decay_to`` x lr at ``tc.decay_steps``."""
+    return schedule.lr_at(step, tc.lr, tc.warmup, end=tc.decay_steps, final=tc.decay_to)
 
 
 # ---------------------------------------------------------------- sampling (own loop, spec 4.3)

@@ -76,6 +76,7 @@ for _p in (str(REPO / "scripts"), str(REPO)):
 from flowlora_tiny import TINY_PIXEL_ZIMAGE_EXTRA, TINY_PIXEL_ZIMAGE_WIDTH, TINY_TEXT_ENCODER  # noqa: E402
 
 import tinyworld as tw  # noqa: E402
+from tinyworld.schedule import lr_at  # noqa: E402
 
 log = logging.getLogger("pretrain_zimage")
 
@@ -383,13 +384,6 @@ class Run:
 def ema_decay(step: int, target: float) -> float:
     """Warm-up EMA: min(target, (1 + step) / (10 + step))."""
     return min(target, (1 + step) / (10 + step))
-
-
-def lr_at(step: int, lr: float, warmup: int, start: int = 0, end: int = 0, final: float = 1.0) -> float:
-    """Linear warm-up over ``warmup`` steps from ``start``, then linear from ``lr`` to ``final`` x lr at step ``end`` (constant when end <= start)."""
-    ramp = min(1.0, (step - start + 1) / max(1, warmup))
-    decay = 1.0 if end <= start else 1.0 - (1.0 - final) * min(1.0, max(0, step - start) / (end - start))
-    return lr * ramp * decay
 
 
 def train(run: Run, loss_fn: Callable, args, on_save: Callable | None = None) -> None:
