@@ -102,3 +102,21 @@ def test_ablation_smoke(comfy_root, tmp_path):
     assert 0.0 <= record["content"] <= 1.0 and record["x0_mse"] > 0
     assert (path.parent / "log.jsonl").is_file() and (path.parent / "samples.png").is_file()
     assert ablation.build_table(tmp_path).count("| AC-RF") == 0  # smoke runs never reach the table
+
+
+def test_curve_smoke_measures_every_kept_save_on_validation_prompts(comfy_root, tmp_path):
+    """``curve`` at smoke size through the live server: one record per periodic save, measured on prompts the table never uses."""
+    path = ablation.curve(ablation.ROWS["turbo_acrf"], 0, 1, tmp_path, smoke=True)
+    record = json.loads(path.read_text())
+    assert path.name == "turbo_acrf_seed0_smoke.json" and record["smoke"] and record["first_prompt"] == ablation.VALIDATION_FIRST
+    assert [p["step"] for p in record["points"]] == [1, 2, 3]
+    assert len({p["content_base"] for p in record["points"]}) == 1  # one base, measured once
+    assert all(0.0 <= p["content"] <= 1.0 and p["x0_mse"] > 0 for p in record["points"])
+    validation = set(ablation.heldout(ablation.TURBO_SCALE.prompts, ablation.VALIDATION_FIRST)[0])
+    assert not validation & set(ablation.heldout(ablation.TURBO_SCALE.prompts)[0])
+    assert "| 3 |" in ablation.curve_table(record)
+
+
+def test_curve_refuses_a_save_interval_that_does_not_divide_the_run(tmp_path):
+    with pytest.raises(ValueError, match="--every 7"):
+        ablation.curve(ablation.ROWS["turbo_acrf"], 0, 7, tmp_path)

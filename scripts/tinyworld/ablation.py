@@ -5,6 +5,7 @@
     .venv/bin/python scripts/tinyworld/ablation.py run all --seeds 0 1 2          # the whole table
     .venv/bin/python scripts/tinyworld/ablation.py table                          # docs/ABLATION.md from the results
     .venv/bin/python scripts/tinyworld/ablation.py run turbo_acrf --smoke         # CI size: 3 updates, 2 prompts
+    .venv/bin/python scripts/tinyworld/ablation.py curve turbo_acrf --every 100    # metrics along one run, on other prompts
 
 **Training** goes through a live ComfyUI server (``main.py --cpu``), as a user
 runs it: each run is a graph built with the same node specs as the shipped
@@ -37,6 +38,12 @@ any training split):
 
 Every run writes ``<results>/<row>/seed<k>/metrics.json`` and keeps its
 training log; ``table`` reads only those files.
+
+``curve`` trains one row once with the trainer's ``save_every`` and measures
+every kept save the same way, on *validation* prompts (held-out scenes
+:data:`VALIDATION_FIRST` onwards, none of them among the table's or the demos'
+prompts): where along a run the style arrives and the content goes, so a step
+count can be chosen without looking at the prompts it is then judged on.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ DOC = REPO / "docs" / "ABLATION.md"
 STYLE = "mosaic"
 SIGMAS = (0.25, 0.5, 0.75)
 """Noise levels of the held-out x0-MSE."""
+VALIDATION_FIRST = 100
+"""First held-out scene index of ``curve``'s prompts: the table measures scenes 0-47, the demos 0-7."""
 
 
 # ---------------------------------------------------------------- rows
@@ -161,7 +170,7 @@ def select(names: list[str]) -> list[Row]:
 
 # ---------------------------------------------------------------- graphs (built like the shipped workflows)
 
-def turbo_graph(r: Row, seed: int, steps: int, output: str):
+def turbo_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0):
     import build_workflows as bw
 
     from tinyworld import assets
@@ -183,11 +192,11 @@ def turbo_graph(r: Row, seed: int, steps: int, output: str):
     optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 600), **{**bw.ACRF_RECIPE["optimizer"], "optimizer": "adamw", "learning_rate": 1e-3, "grad_accumulation": 1})
     wf.add("FlowLoRALoraTrainer", (1600, 0), model=unet["MODEL"], dataset=dataset["dataset"], timesteps=timesteps["timesteps"], loss=loss["loss"],
            lora=lora["lora"], optimizer=optimizer["optimizer"], steps=steps, epochs=0, batch_size=TURBO_SCALE.batch, seed=seed,
-           training_dtype="fp32", gradient_checkpointing=False, save_every=0, output_name=output, resume=False, overwrite=True, **r.trainer)
+           training_dtype="fp32", gradient_checkpointing=False, save_every=save_every, output_name=output, resume=False, overwrite=True, **r.trainer)
     return wf
 
 
-def u1_graph(r: Row, seed: int, steps: int, output: str):
+def u1_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0):
     import build_workflows as bw
 
     from tinyworld import assets
@@ -205,7 +214,7 @@ def u1_graph(r: Row, seed: int, steps: int, output: str):
     optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 0), optimizer="adamw", learning_rate=1e-3, beta1=0.9, beta2=0.95, schedule="constant", grad_accumulation=1, max_grad_norm=0.0)
     wf.add("FlowLoRALoraTrainer", (1600, 0), model=loader["MODEL"], dataset=dataset["dataset"], timesteps=timesteps["timesteps"], loss=loss["loss"], lora=lora["lora"],
            optimizer=optimizer["optimizer"], steps=steps, epochs=0, batch_size=U1_SCALE.batch, seed=seed, training_dtype="fp32", gradient_checkpointing=False,
-           save_every=0, output_name=output, resume=False, overwrite=True, **{"p_text": 0.0, "p_both": 0.0, **r.trainer})
+           save_every=save_every, output_name=output, resume=False, overwrite=True, **{"p_text": 0.0, "p_both": 0.0, **r.trainer})
     return wf
 
 
@@ -244,18 +253,18 @@ GRAPHS: dict[str, Callable] = {"turbo": turbo_graph, "u1": u1_graph}
 
 # ---------------------------------------------------------------- measuring
 
-def heldout(count: int) -> tuple[list[str], list]:
-    """Prompts (bare captions, as the set is trained) and scenes of the first ``count`` held-out scenes."""
+def heldout(count: int, first: int = 0) -> tuple[list[str], list]:
+    """Prompts (bare captions, as the set is trained) and scenes of ``count`` held-out scenes from index ``first``."""
     from tinyworld import world
 
-    scenes = [world.scene(i, "heldout") for i in range(count)]
+    scenes = [world.scene(i, "heldout") for i in range(first, first + count)]
     return [world.caption(s) for s in scenes], scenes
 
 
 class Study:
     """The base model of a study, loaded once in this process, and what every run is compared with."""
 
-    def __init__(self, study: str, prompts: int):
+    def __init__(self, study: str, prompts: int, first: int = 0):
         import evaluate_u1  # noqa: F401  (these put the repository root on sys.path, where the pack's own nodes/ would hide ComfyUI's nodes.py)
         import evaluate_zimage  # noqa: F401
         import harness
@@ -268,7 +277,7 @@ class Study:
         import nodes  # noqa: F401  (ComfyUI's, imported now that its root comes first)
 
         flowlora_tiny.register_tiny_zimage()
-        self.study, self.texts, self.scenes = study, *heldout(prompts)
+        self.study, self.texts, self.scenes = study, *heldout(prompts, first)
         import numpy as np
 
         from tinyworld.render import render, to_comfy
@@ -406,15 +415,20 @@ def scale_of(study: str) -> Scale:
     return TURBO_SCALE if study == "turbo" else U1_SCALE
 
 
-def train_on_server(server, object_info: dict, r: Row, seed: int, steps: int, results: Path) -> tuple[Path, Path | None, float]:
-    """Queue row ``r``'s graph; returns (LoRA file, training log or None, wall seconds)."""
+def train_on_server(server, object_info: dict, r: Row, seed: int, steps: int, save_every: int = 0) -> tuple[Path, Path | None, float]:
+    """Queue row ``r``'s graph; returns (LoRA file, training log or None, wall seconds).
+
+    ``save_every`` > 0 also keeps the trainer's periodic saves (``<LoRA stem>/steps/``; not for the built-in row).
+    """
     import workflow_api
 
     output = f"ablation/{r.name}/seed{seed}"
     if r.builtin:
+        if save_every:
+            raise ValueError(f"{r.name}: ComfyUI's TrainLoraNode keeps no periodic saves; pick one of the pack's rows")
         prompt = builtin_prompt(object_info, seed, steps, output)
     else:
-        prompt = workflow_api.to_api(GRAPHS[r.study](r, seed, steps, output).build(object_info), object_info)
+        prompt = workflow_api.to_api(GRAPHS[r.study](r, seed, steps, output, save_every).build(object_info), object_info)
     started = time.monotonic()
     entry = server.run_prompt(prompt, timeout=3600)
     wall = time.monotonic() - started
@@ -435,15 +449,13 @@ def run_rows(rows: list[Row], seeds: list[int], results: Path, smoke: bool = Fal
     Writes ``results/<row>/seed<k>/metrics.json``, the training log and the first samples as soon as each run is
     measured, so a stopped command loses at most the run in progress; a rerun continues with the next one.
     """
-    import subprocess
-
     import demo
     import harness
 
     written = []
     base = results / ".comfyui"
     demo.prepare(base, "demo_tinyworld")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = _commit()
     by_study: dict[str, list[Row]] = {}
     for r in rows:
         by_study.setdefault(r.study, []).append(r)
@@ -461,9 +473,63 @@ def run_rows(rows: list[Row], seeds: list[int], results: Path, smoke: bool = Fal
             object_info = server.get("/object_info", timeout=120)
             for r, seed in todo:
                 print(f"[ablation] {r.name} seed {seed}: training ({steps} updates) ...", flush=True)
-                lora, log, wall = train_on_server(server, object_info, r, seed, steps, results)
+                lora, log, wall = train_on_server(server, object_info, r, seed, steps)
                 written.append(_measure_and_write(measurer, r, seed, lora, log, wall, results, steps, prompts, smoke, commit))
     return written
+
+
+def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first: int = VALIDATION_FIRST, smoke: bool = False) -> Path:
+    """Train row ``r`` once at its study's scale, keeping a save every ``every`` updates, and measure every save.
+
+    Measured like the table (:meth:`Study.measure`) but on ``prompts`` held-out scenes from index ``first``
+    (default: the study's prompt count from :data:`VALIDATION_FIRST`). Writes and returns
+    ``results/curves/<row>_seed<k>.json``: the run's settings and one record per save (``step`` and the metrics).
+    ``smoke``: the study's smoke-size run on 2 prompts, written as ``<row>_seed<k>_smoke.json``.
+    """
+    import demo
+    import harness
+
+    scale = scale_of(r.study)
+    steps, prompts = (scale.smoke_steps, 2) if smoke else (scale.steps, prompts or scale.prompts)
+    if every <= 0 or steps % every:
+        raise ValueError(f"--every {every}: must be > 0 and divide the run's {steps} updates")
+    base = results / ".comfyui"
+    demo.prepare(base, "demo_tinyworld")
+    print(f"[curve] {r.name} seed {seed}: base model on held-out prompts {first}-{first + prompts - 1} ...", flush=True)
+    measurer = Study(r.study, prompts, first)
+    from flowlora.trainer_core import step_saves
+
+    with harness.comfy_server(base) as server:
+        print(f"[curve] {r.name} seed {seed}: training ({steps} updates, a save every {every}) ...", flush=True)
+        lora, _, wall = train_on_server(server, server.get("/object_info", timeout=120), r, seed, steps, every)
+    saves = {int(step_saves.FILE_PATTERN.fullmatch(p.name).group(1)): p for p in (lora.with_suffix("") / step_saves.FOLDER).glob("step_*.safetensors")}
+    saves.setdefault(steps, lora)
+    points = []
+    for step in sorted(saves):
+        metrics, _ = measurer.measure(measurer.with_lora(saves[step]))
+        points.append({"step": step, **metrics})
+        print(f"[curve] step {step}: style {metrics['style_score']:.3f}, content {100 * metrics['content']:.1f}% (base {100 * metrics['content_base']:.1f}%)", flush=True)
+    out = results / "curves" / f"{r.name}_seed{seed}{'_smoke' if smoke else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(out, {"row": r.name, "label": r.label, "seed": seed, "steps": steps, "batch": scale.batch, "every": every, "smoke": smoke, "prompts": prompts, "first_prompt": first,
+                      "wall_s": round(wall, 1), "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "machine": machine(), "points": points})
+    print(curve_table(json.loads(out.read_text(encoding="utf-8"))))
+    return out
+
+
+def curve_table(record: dict) -> str:
+    """Markdown table of a ``curve`` file: one line per save."""
+    lines = [f"{record['label']}, seed {record['seed']}: {record['prompts']} held-out prompts from scene {record['first_prompt']}",
+             "", "| update | style score | content % | content drop, points | held-out x0-MSE |", "|---|---|---|---|---|"]
+    for p in record["points"]:
+        lines.append(f"| {p['step']} | {p['style_score']:.2f} | {100 * p['content']:.1f} | {100 * (p['content_base'] - p['content']):.1f} | {p['x0_mse']:.4f} |")
+    return "\n".join(lines)
+
+
+def _commit() -> str:
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
 
 def _measured(path: Path, steps: int, prompts: int) -> bool:
@@ -711,6 +777,14 @@ def main(argv=None) -> None:
     run.add_argument("--smoke", action="store_true", help="CI size: a few updates and two prompts (results marked smoke, left out of the table)")
     run.add_argument("--force", action="store_true", help="run again rows and seeds that already have results")
     run.add_argument("--threads", type=int, default=0, help="torch threads of this process (measuring); the server's training uses all cores")
+    along = sub.add_parser("curve", help="train one row once and measure its periodic saves on validation prompts")
+    along.add_argument("row", choices=[r.name for r in ROWS.values() if not r.builtin])
+    along.add_argument("--seed", type=int, default=0)
+    along.add_argument("--every", type=int, default=100, help="updates between the saves measured")
+    along.add_argument("--prompts", type=int, default=0, help="validation prompts (0: as many as the study's table uses)")
+    along.add_argument("--first", type=int, default=VALIDATION_FIRST, help="first held-out scene index of the validation prompts")
+    along.add_argument("--results", type=Path, default=RESULTS)
+    along.add_argument("--threads", type=int, default=0, help="torch threads of this process (measuring)")
     table = sub.add_parser("table", help="write docs/ABLATION.md's table from the results")
     table.add_argument("--results", type=Path, default=RESULTS)
     table.add_argument("--doc", type=Path, default=DOC)
@@ -724,6 +798,9 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.command == "curve":
+        print(f"wrote {curve(ROWS[args.row], args.seed, args.every, args.results.resolve(), args.prompts, args.first)}")
+        return
     for path in run_rows(select(args.rows), args.seeds, args.results.resolve(), args.smoke, args.force):
         print(f"  {path}")
 
