@@ -109,6 +109,20 @@ def test_content_metric_catches_wrong_content():
     assert content.accuracy([content.score_image(tw.render(wrong), tw.Scene((obj,), s.background))]) == 0.0
 
 
+def test_shape_confusion_counts_how_each_shape_is_read():
+    """On clean renders the shape confusion is (nearly) diagonal; a blank image reads every object as missing."""
+    scenes = [tw.scene(i, "heldout") for i in range(60)]
+    table = content.confusion(content.score_images(np.stack([tw.render(s) for s in scenes]), scenes))
+    objects = sum(len(s.objects) for s in scenes)
+    assert sum(sum(row.values()) for row in table.values()) == objects
+    assert sum(table[name].get(name, 0) for name in table) >= 0.97 * objects
+    blank = np.stack([np.full((64, 64, 3), tw.BACKGROUNDS[s.background], np.uint8) for s in scenes[:5]])
+    missing = content.confusion(content.score_images(blank, scenes[:5]))
+    assert {found for row in missing.values() for found in row} == {content.MISSING}
+    markdown = content.confusion_markdown({"star": {"star": 3, content.MISSING: 1}})
+    assert "| star | 0 | 0 | 0 | 3 | 0 | 0 | 1 |" in markdown and markdown.count("\n") == 2 + len(tw.SHAPES) - 1
+
+
 def test_content_metric_tolerates_mild_noise():
     rng = np.random.default_rng(0)
     scenes = [tw.scene(i, "heldout") for i in range(100)]

@@ -268,3 +268,33 @@ def accuracy(scores: list[list[ObjectScore]], attributes: tuple[str, ...] = ATTR
 def attribute_accuracy(scores: list[list[ObjectScore]]) -> dict[str, float]:
     """Accuracy of each scored attribute alone (shape, colour, position, size)."""
     return {a: accuracy(scores, (a,)) for a in SCORED}
+
+
+MISSING = "missing"
+"""What :func:`confusion` counts an object as when no component was matched to it."""
+
+
+def confusion(scores: list[list[ObjectScore]], attribute: str = "shape") -> dict[str, dict[str, int]]:
+    """``{expected: {read as: count}}`` of one attribute over all images' objects (:data:`MISSING`: nothing detected).
+
+    Shows *how* an attribute fails: a model that draws ragged blobs for every shape
+    is read mostly as "star" (low solidity), which a bare accuracy does not reveal.
+    """
+    table: dict[str, dict[str, int]] = {}
+    for image in scores:
+        for o in image:
+            found = o.detected.attribute(attribute) if o.detected else MISSING
+            row = table.setdefault(getattr(o.expected, attribute), {})
+            row[found] = row.get(found, 0) + 1
+    return table
+
+
+def confusion_markdown(table: dict[str, dict[str, int]], names: tuple[str, ...] = SHAPES) -> str:
+    """A :func:`confusion` table as Markdown: one row per expected value, one column per reading (then :data:`MISSING`)."""
+    columns = [*names, MISSING]
+    lines = ["| asked for → read as | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in names:
+        row = table.get(name, {})
+        lines.append(f"| {name} | " + " | ".join(str(row.get(c, 0)) for c in columns) + " |")
+    return "\n".join(lines)
+

@@ -98,7 +98,8 @@ def generate(model, clip, prompts: list[str], steps: int, cfg: float, seed: int 
 def score(images, prompts: list[str]) -> dict:
     scenes = [tw.parse_caption(p) for p in prompts]
     scores = tw.score_images(images, scenes)
-    return {"accuracy": tw.accuracy(scores), **{f"{k}_accuracy": v for k, v in tw.content.attribute_accuracy(scores).items()}}
+    return {"accuracy": tw.accuracy(scores), **{f"{k}_accuracy": v for k, v in tw.content.attribute_accuracy(scores).items()},
+            "shape_confusion": tw.content.confusion(scores)}
 
 
 def sheet(images, path: Path, columns: int = 8, scale: int = 2) -> Path:
@@ -238,6 +239,19 @@ schedule, shift 3, seed 0; shape, colour and position of every object
 | steps | cfg | accuracy | shape | colour | position | command |
 |---|---|---|---|---|---|---|
 {rows}
+{_confusion_section(results[0])}"""
+
+
+def _confusion_section(result: dict) -> str:
+    """The card's shape confusion of one measured setting (absent in results measured before it existed)."""
+    if "shape_confusion" not in result:
+        return ""
+    return f"""
+How the shapes of the first row ({result['steps']} steps, cfg {result['cfg']:g}) are read: rows are the shape the prompt asked for,
+columns what `tinyworld.content` reads the drawn object as. A ragged blob has a low solidity, so it reads as a star
+whatever was asked for: a high count in the star column is a blob count, not skill at stars.
+
+{tw.content.confusion_markdown(result['shape_confusion'])}
 """
 
 

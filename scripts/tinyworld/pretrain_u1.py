@@ -72,7 +72,7 @@ from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa:
 from flowlora.trainer_core.models.u1.towers import GenerationTower, PrefixTower, image_positions, text_positions  # noqa: E402
 
 from . import schedule, u1_tokenizer  # noqa: E402
-from .content import accuracy, score_images  # noqa: E402
+from .content import accuracy, confusion_markdown, score_images  # noqa: E402
 from .render import batch as render_batch  # noqa: E402
 from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, caption, scene  # noqa: E402
 
@@ -493,6 +493,16 @@ def write_model_card(out: Path) -> None:
             f"ComfyUI sampling at {metrics['steps']} steps, cfg {metrics['cfg']}, shift {metrics['shift']}, weights {metrics['weight_dtype']}: "
             f"**{metrics['content_accuracy']:.1%}** (per attribute: {attrs}); {metrics['sampling_seconds']} s of sampling.",
             "",
+        ]
+        if "shape_confusion" in metrics:
+            lines += [
+                "How the shapes are read: rows are the shape the prompt asked for, columns what `tinyworld.content` reads the drawn",
+                "object as. A ragged blob has a low solidity, so it reads as a star whatever was asked for.",
+                "",
+                confusion_markdown(metrics["shape_confusion"]),
+                "",
+            ]
+        lines += [
             "![samples](samples.png)" if (out / "samples.png").is_file() else "",
         ]
     else:
