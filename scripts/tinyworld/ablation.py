@@ -511,9 +511,10 @@ def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first:
         print(f"[curve] step {step}: style {metrics['style_score']:.3f}, content {100 * metrics['content']:.1f}% (base {100 * metrics['content_base']:.1f}%)", flush=True)
     out = results / "curves" / f"{r.name}_seed{seed}{'_smoke' if smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(out, {"row": r.name, "label": r.label, "seed": seed, "steps": steps, "batch": scale.batch, "every": every, "smoke": smoke, "prompts": prompts, "first_prompt": first,
-                      "wall_s": round(wall, 1), "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "machine": machine(), "points": points})
-    print(curve_table(json.loads(out.read_text(encoding="utf-8"))))
+    record = {"row": r.name, "label": r.label, "seed": seed, "steps": steps, "batch": scale.batch, "every": every, "smoke": smoke, "prompts": prompts, "first_prompt": first,
+              "wall_s": round(wall, 1), "commit": _commit(), "date": time.strftime("%Y-%m-%d"), "machine": machine(), "points": points}
+    _write_json(out, record)
+    print(curve_table(record))
     return out
 
 

@@ -289,6 +289,14 @@ def confusion(scores: list[list[ObjectScore]], attribute: str = "shape") -> dict
     return table
 
 
+CONFUSION_NOTE = (
+    "Rows are the shape the prompt asked for, columns what `tinyworld.content` reads the drawn object as. A ragged blob "
+    "has a low solidity, so it reads as a star whatever was asked for: a high count in the star column is a blob count, "
+    "not skill at stars."
+)
+"""How to read a :func:`confusion_markdown` table of shapes (the model cards print it above the table)."""
+
+
 def confusion_markdown(table: dict[str, dict[str, int]], names: tuple[str, ...] = SHAPES) -> str:
     """A :func:`confusion` table as Markdown: one row per expected value, one column per reading (then :data:`MISSING`)."""
     columns = [*names, MISSING]
@@ -297,4 +305,3 @@ def confusion_markdown(table: dict[str, dict[str, int]], names: tuple[str, ...] 
         row = table.get(name, {})
         lines.append(f"| {name} | " + " | ".join(str(row.get(c, 0)) for c in columns) + " |")
     return "\n".join(lines)
-

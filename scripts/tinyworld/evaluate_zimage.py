@@ -247,9 +247,7 @@ def _confusion_section(result: dict) -> str:
     if "shape_confusion" not in result:
         return ""
     return f"""
-How the shapes of the first row ({result['steps']} steps, cfg {result['cfg']:g}) are read: rows are the shape the prompt asked for,
-columns what `tinyworld.content` reads the drawn object as. A ragged blob has a low solidity, so it reads as a star
-whatever was asked for: a high count in the star column is a blob count, not skill at stars.
+How the shapes of the first row ({result['steps']} steps, cfg {result['cfg']:g}) are read. {tw.content.CONFUSION_NOTE}
 
 {tw.content.confusion_markdown(result['shape_confusion'])}
 """

@@ -72,7 +72,7 @@ from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa:
 from flowlora.trainer_core.models.u1.towers import GenerationTower, PrefixTower, image_positions, text_positions  # noqa: E402
 
 from . import schedule, u1_tokenizer  # noqa: E402
-from .content import accuracy, confusion_markdown, score_images  # noqa: E402
+from .content import CONFUSION_NOTE, accuracy, confusion_markdown, score_images  # noqa: E402
 from .render import batch as render_batch  # noqa: E402
 from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, caption, scene  # noqa: E402
 
@@ -496,8 +496,7 @@ def write_model_card(out: Path) -> None:
         ]
         if "shape_confusion" in metrics:
             lines += [
-                "How the shapes are read: rows are the shape the prompt asked for, columns what `tinyworld.content` reads the drawn",
-                "object as. A ragged blob has a low solidity, so it reads as a star whatever was asked for.",
+                f"How the shapes are read. {CONFUSION_NOTE}",
                 "",
                 confusion_markdown(metrics["shape_confusion"]),
                 "",
