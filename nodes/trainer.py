@@ -108,10 +108,11 @@ class LoraTrainer(io.ComfyNode):
                 io.Conditioning.Input("empty_prompt", optional=True, tooltip="Conditioning of the empty prompt, for condition dropout (a dataset carries its own)."),
                 io.Model.Input("apply_to", optional=True, tooltip="Model the output MODEL applies the trained LoRA to (default: 'model'). Connect the base model here when 'model' carries a training-only adapter, e.g. a de-distillation LoRA for Z-Image Turbo."),
                 Preview.Input("preview", optional=True, tooltip="A Training Preview node: samples its prompts with ComfyUI's KSampler on the output MODEL with the LoRA as it stands, at the start, every N steps and at the end; shown on this node while it trains and saved in <output_name>/previews beside the LoRA. Training is the same with or without it."),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.05, optional=True, tooltip="Strength of the trained LoRA in the output MODEL, as a LoRA loader's strength_model (1 = as trained; a style LoRA often keeps more of the model's content at 0.6 to 0.8). The saved file is not affected."),
                 Validation.Input("validation", optional=True, tooltip="A Validation node: scores its held-out dataset at a fixed sigma grid with fixed noise, at the start, every N steps and at the end; written to <output_name>.val.jsonl beside the log and plotted by Training Plots (one curve per sigma). Training is the same with or without it."),
             ],
             outputs=[
-                io.Model.Output(display_name="model", tooltip="'apply_to' (or the input model) with the trained LoRA applied as an ordinary LoRA patch."),
+                io.Model.Output(display_name="model", tooltip="'apply_to' (or the input model) with the trained LoRA applied as an ordinary LoRA patch, at 'strength'."),
                 io.String.Output(display_name="lora_path", tooltip="Path of the saved LoRA file."),
                 Log_.Output(display_name="log", tooltip="Training log, for the plot nodes."),
                 io.Image.Output(display_name="previews", tooltip="The previews of this run as one labelled grid: a row per prompt, a column per previewed step (a note when no Training Preview is connected)."),
@@ -128,7 +129,7 @@ class LoraTrainer(io.ComfyNode):
         return dropout if dropout is not True else validation_message(output_path, output_name, resume, overwrite)
 
     @classmethod
-    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None, preview=None, validation=None) -> io.NodeOutput:
+    def execute(cls, model, timesteps, loss, lora, optimizer, steps, epochs, batch_size, seed, p_text, p_both, training_dtype, gradient_checkpointing, save_every, output_name, resume, overwrite=False, dataset=None, latents=None, positive=None, empty_prompt=None, apply_to=None, preview=None, validation=None, strength=1.0) -> io.NodeOutput:
         training.require_flow_model(model)
         if preview is not None:
             preview.check(apply_to if apply_to is not None else model)
@@ -149,7 +150,7 @@ class LoraTrainer(io.ComfyNode):
         )
         if result.stopped:
             comfy.model_management.throw_exception_if_processing_interrupted()
-        applied = apply_lora(apply_to if apply_to is not None else model, load_lora_file(lora_path), 1.0)
+        applied = apply_lora(apply_to if apply_to is not None else model, load_lora_file(lora_path), strength)
         trained, unloaded = applied.model, applied.not_loaded()
         if unloaded:
             raise RuntimeError(f"ComfyUI did not map {len(unloaded)} keys of {lora_path}: {', '.join(unloaded[:10])}; please report this with the LoRA Config used")

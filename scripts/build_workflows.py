@@ -773,6 +773,15 @@ TINYWORLD_STEPS = 600
 """Optimizer updates of the Turbo demo LoRA (batch 4): about a minute on 2 CPU cores."""
 TINYWORLD_U1_STEPS = 300
 """Steps of the U1 demo LoRA (batch 1, the report's)."""
+TINYWORLD_LORA = dict(preset="all_linear", rank=8, alpha=8.0)
+"""The Turbo demo's LoRA: every Linear layer, not AC-RF's attention-only targets (on the tiny model the attention-only
+LoRA costs 15 points of content for the same style; docs/ABLATION.md)."""
+TINYWORLD_LEARNING_RATE = 3e-4
+TINYWORLD_LR_TEXT = f"{TINYWORLD_LEARNING_RATE:.0e}".replace("e-0", "e-")
+"""How titles and notes write :data:`TINYWORLD_LEARNING_RATE`."""
+TINYWORLD_STRENGTH = 0.7
+"""LoRA strength of the Turbo demo's trained model: chosen on validation prompts, held-out scenes 100-147
+(``scripts/tinyworld/ablation.py curve turbo_acrf_all_linear_lr3e-4 --strengths 0.6 0.7 0.8``), none of the demo's."""
 
 
 def tinyworld_prompts(style: str = TINYWORLD_STYLE, count: int = TINYWORLD_PROMPT_COUNT) -> tuple[str, ...]:
@@ -804,9 +813,14 @@ most of its content accuracy before any training. With a real text encoder, set 
 Dataset node's `trigger`.
 
 1. **Train** a rank-8 LoRA with the AC-RF recipe (anchor-coupled timesteps, Charbonnier +
-   cosine + FFT, Min-SNR), {TINYWORLD_STEPS} updates of batch 4.
+   cosine + FFT, Min-SNR), {TINYWORLD_STEPS} updates of batch 4, AdamW {TINYWORLD_LR_TEXT}, on every
+   Linear layer (the report trains attention only; on this tiny model that costs far more
+   content for the same style, docs/ABLATION.md).
 2. **Sample** {TINYWORLD_PROMPT_COUNT} held-out prompts (scenes that never occur in any
-   training set) with the Turbo's 8 steps, cfg 1, before and after, same seeds.
+   training set) with the Turbo's 8 steps, cfg 1, before and after, same seeds; after
+   with the LoRA at strength {TINYWORLD_STRENGTH:g} (the trainer's `strength`, a LoRA loader's
+   `strength_model`), chosen on other held-out prompts: at 1 the style is stronger and
+   more content is lost.
 3. **Measure** in the graph: *Style Distance* (palette and texture statistics against the
    mosaic set; style score 0 = the base model's look, 1 = the mosaic set's) and *Content
    Accuracy* (are the prompt's shapes, colours and positions still drawn?).
@@ -830,18 +844,18 @@ def tinyworld_zimage() -> Workflow:
                      bucket_mode="auto", max_pixels=64 * 64, bucket_step=16, crop="center", seed=0)
     wf.group("2. Dataset", [dataset], GROUP_COLOURS["data"])
     recipe = acrf_recipe(wf, 840, 0)
-    recipe["lora"].values.update(rank=8, alpha=8.0)
-    recipe["lora"].title = "LoRA r8 / a8 on to_q, to_k, to_v, to_out"
-    recipe["optimizer"].values.update(optimizer="adamw", learning_rate=1e-3, grad_accumulation=1)
-    recipe["optimizer"].title = "AdamW 1e-3 (tiny model), cosine w/ restarts"
+    recipe["lora"].values.update(TINYWORLD_LORA)
+    recipe["lora"].title = "LoRA r8 / a8 on every Linear"
+    recipe["optimizer"].values.update(optimizer="adamw", learning_rate=TINYWORLD_LEARNING_RATE, grad_accumulation=1)
+    recipe["optimizer"].title = f"AdamW {TINYWORLD_LR_TEXT} (tiny model), cosine w/ restarts"
     prompts = tinyworld_prompts()
     preview = zimage_preview(wf, clip["CLIP"], vae["VAE"], prompts[:4], 840, 1140, 64)
     wf.group("Previews while training", [preview], GROUP_COLOURS["samples"])
     trainer = wf.add(
-        "FlowLoRALoraTrainer", (1980, 0), node_title=f"LoRA Trainer: {TINYWORLD_STEPS} updates",
+        "FlowLoRALoraTrainer", (1980, 0), node_title=f"LoRA Trainer: {TINYWORLD_STEPS} updates, output at strength {TINYWORLD_STRENGTH:g}",
         model=unet["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=recipe["lora"]["lora"], optimizer=recipe["optimizer"]["optimizer"],
         steps=TINYWORLD_STEPS, epochs=0, batch_size=4, seed=0, training_dtype="fp32", gradient_checkpointing=False, save_every=100, output_name=f"flowlora/tinyworld_{TINYWORLD_STYLE}", resume=False, overwrite=True,
-        preview=preview["preview"],
+        strength=TINYWORLD_STRENGTH, preview=preview["preview"],
     )
     wf.group("4. Train", [trainer, previews_grid(wf, trainer, 1980, 1100)], GROUP_COLOURS["train"])
     before, after = before_after(wf, unet["MODEL"], trainer["model"], clip["CLIP"], vae["VAE"], prompts, 64, "before\nafter",

@@ -238,6 +238,24 @@ def test_training_lowers_held_out_mse_stock_loader_equals_the_model_and_cancel_r
     assert [r["step"] for r in run_log.records()] == list(range(1, 7))
 
 
+def test_strength_scales_the_output_model_as_a_stock_loader_does_and_leaves_the_file_alone(env):
+    """The trainer's ``strength`` is the output MODEL's LoRA strength: the same model as LoraLoaderModelOnly at that
+    strength, a smaller change than at 1, and a saved file equal to the one a strength-1 run writes."""
+    import nodes
+
+    tm, Trainer, _ = env
+    latents, positive = pattern_data(1, 4)
+    half, half_path, _, _ = Trainer.execute(model=tm.tiny_zimage(0), latents=latents, positive=positive, strength=0.5, **algo_settings("lora", output_name="strength/half")).result
+    full, full_path, _, _ = Trainer.execute(model=tm.tiny_zimage(0), latents=latents, positive=positive, **algo_settings("lora", output_name="strength/full")).result
+    a, b = load_file(half_path), load_file(full_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (stock,) = nodes.LoraLoaderModelOnly().load_lora_model_only(tm.tiny_zimage(0), "strength/half.safetensors", 0.5)
+    assert (out(tm, stock) - out(tm, half)).abs().max().item() <= TOL
+    base = out(tm, tm.tiny_zimage(0))
+    change_half, change_full = (out(tm, half) - base).abs().mean().item(), (out(tm, full) - base).abs().mean().item()
+    assert 0.3 * change_full < change_half < 0.7 * change_full, (change_half, change_full)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_non_finite_loss_keeps_the_last_good_file(env, algorithm):
     from flowlora.trainer_core.loop import NonFiniteLossError

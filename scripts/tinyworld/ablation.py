@@ -64,6 +64,8 @@ for _p in (REPO / "scripts", REPO / "tests", HERE):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import build_workflows as bw  # noqa: E402  (the shipped graphs' recipes and the demo's settings)
+
 RESULTS = REPO / "docs" / "ablation"
 """Committed results: one folder per row and seed (metrics.json, training log)."""
 DOC = REPO / "docs" / "ABLATION.md"
@@ -97,7 +99,10 @@ class Row:
     """One configuration of a study: what differs from the study's reference recipe, as nodes and widget values.
 
     ``timesteps``: (Timesteps family node, widgets); ``loss``: the loss chain as in
-    ``build_workflows.ACRF_RECIPE["loss"]``, ((node, title, widgets), ...). Empty: the study's reference.
+    ``build_workflows.ACRF_RECIPE["loss"]``, ((node, title, widgets), ...); ``lora``, ``optimizer``, ``trainer``:
+    widget values over the study's LoRA Config, Optimizer Config and LoRA Trainer. Empty: the study's reference.
+    ``strength``: the LoRA strength the row is sampled and measured at (the trainer's ``strength``, a loader's
+    ``strength_model``).
     """
 
     name: str
@@ -108,6 +113,8 @@ class Row:
     loss: tuple = ()
     trainer: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
+    strength: float = 1.0
     graph_anchors: bool = False
     builtin: bool = False
 
@@ -122,8 +129,6 @@ def row(r: Row) -> Row:
 
 def _acrf_loss_without(*node_types: str) -> tuple:
     """The AC-RF loss chain (build_workflows.ACRF_RECIPE) less the nodes of ``node_types``."""
-    import build_workflows as bw
-
     return tuple(step for step in bw.ACRF_RECIPE["loss"] if step[0] not in node_types)
 
 
@@ -139,6 +144,13 @@ row(Row("turbo_acrf_no_minsnr", "turbo", "AC-RF without Min-SNR", "Min-SNR weigh
 row(Row("turbo_acrf_no_cos_fft", "turbo", "AC-RF without cosine and FFT", "the cosine and FFT terms help", loss=_acrf_loss_without("FlowLoRALossCosine", "FlowLoRALossFFT")))
 row(Row("turbo_acrf_all_linear", "turbo", "AC-RF, LoRA on every Linear", "how much of the built-in's result its wider targets explain (it adapts every Linear, plus every norm and bias in full)",
         lora=dict(preset="all_linear")))
+row(Row("turbo_acrf_lr3e-4", "turbo", "AC-RF at learning rate 3e-4", "a gentler rate keeps more of the base's content", optimizer=dict(learning_rate=3e-4)))
+row(Row("turbo_acrf_all_linear_lr3e-4", "turbo", "AC-RF, every Linear, learning rate 3e-4", "wider targets at a gentler rate", lora=dict(preset="all_linear"), optimizer=dict(learning_rate=3e-4)))
+row(Row("turbo_acrf_ffn", "turbo", "AC-RF, LoRA on the feed-forward layers only", "leaving attention (how the prompt is read) untouched keeps content",
+        lora=dict(preset="custom", include="layers.*.feed_forward.w1\nlayers.*.feed_forward.w2\nlayers.*.feed_forward.w3")))
+row(Row("turbo_demo", "turbo", f"the demo: AC-RF on every Linear, lr {bw.TINYWORLD_LR_TEXT}, strength {bw.TINYWORLD_STRENGTH:g}",
+        "the demo's recipe, chosen on validation prompts (curves below)", lora=dict(bw.TINYWORLD_LORA),
+        optimizer=dict(learning_rate=bw.TINYWORLD_LEARNING_RATE), strength=bw.TINYWORLD_STRENGTH))
 row(Row("turbo_builtin", "turbo", "ComfyUI TrainLoraNode (its defaults)", "the anchor users would pick instead", builtin=True))
 
 _UNIFORM = ("FlowLoRATimestepsUniform", dict(sigma_min=0.0, sigma_max=0.95, clamp_min=0.0, clamp_max=1.0))
@@ -171,8 +183,6 @@ def select(names: list[str]) -> list[Row]:
 # ---------------------------------------------------------------- graphs (built like the shipped workflows)
 
 def turbo_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0):
-    import build_workflows as bw
-
     from tinyworld import assets
 
     wf = bw.Workflow(f"ablation_{r.name}")
@@ -189,7 +199,7 @@ def turbo_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0)
         timesteps.values["anchor_sigmas"] = scheduler["SIGMAS"]
     loss = bw.loss_chain(wf, r.loss or bw.ACRF_RECIPE["loss"], 1200, 0)[-1]
     lora = wf.add("FlowLoRALoraConfig", (800, 400), **{**bw.ACRF_RECIPE["lora"], "rank": 8, "alpha": 8.0, **r.lora})
-    optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 600), **{**bw.ACRF_RECIPE["optimizer"], "optimizer": "adamw", "learning_rate": 1e-3, "grad_accumulation": 1})
+    optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 600), **{**bw.ACRF_RECIPE["optimizer"], "optimizer": "adamw", "learning_rate": 1e-3, "grad_accumulation": 1, **r.optimizer})
     wf.add("FlowLoRALoraTrainer", (1600, 0), model=unet["MODEL"], dataset=dataset["dataset"], timesteps=timesteps["timesteps"], loss=loss["loss"],
            lora=lora["lora"], optimizer=optimizer["optimizer"], steps=steps, epochs=0, batch_size=TURBO_SCALE.batch, seed=seed,
            training_dtype="fp32", gradient_checkpointing=False, save_every=save_every, output_name=output, resume=False, overwrite=True, **r.trainer)
@@ -197,8 +207,6 @@ def turbo_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0)
 
 
 def u1_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0):
-    import build_workflows as bw
-
     from tinyworld import assets
 
     wf = bw.Workflow(f"ablation_{r.name}")
@@ -211,7 +219,7 @@ def u1_graph(r: Row, seed: int, steps: int, output: str, save_every: int = 0):
     loss = bw.loss_chain(wf, r.loss, 800, 400)[-1]
     lora = wf.add("FlowLoRALoraConfig", (800, 700), preset="u1_attn_mlp_no_head", rank=8, alpha=8.0, unfreeze=bw.U1_UNFREEZE)
     # the shipped U1 optimizer (betas 0.9 / 0.95, no clipping) at a tiny-model learning rate; plain AdamW (paged 8-bit needs CUDA)
-    optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 0), optimizer="adamw", learning_rate=1e-3, beta1=0.9, beta2=0.95, schedule="constant", grad_accumulation=1, max_grad_norm=0.0)
+    optimizer = wf.add("FlowLoRAOptimizerConfig", (1200, 0), **{**dict(optimizer="adamw", learning_rate=1e-3, beta1=0.9, beta2=0.95, schedule="constant", grad_accumulation=1, max_grad_norm=0.0), **r.optimizer})
     wf.add("FlowLoRALoraTrainer", (1600, 0), model=loader["MODEL"], dataset=dataset["dataset"], timesteps=timesteps["timesteps"], loss=loss["loss"], lora=lora["lora"],
            optimizer=optimizer["optimizer"], steps=steps, epochs=0, batch_size=U1_SCALE.batch, seed=seed, training_dtype="fp32", gradient_checkpointing=False,
            save_every=save_every, output_name=output, resume=False, overwrite=True, **{"p_text": 0.0, "p_both": 0.0, **r.trainer})
@@ -303,21 +311,21 @@ class Study:
         patcher, self.encoder = eu.load(assets.MODELS / "u1", t_eps=0.02, weight_dtype="float32")
         return patcher
 
-    def with_lora(self, path: Path):
-        """The base patched with a LoRA file: ComfyUI's own ``load_lora_for_models`` (what LoraLoaderModelOnly runs) for
-        Z-Image, the pack's LoRA loading for U1 (its fully trained fm_modules tensors are not LoRA keys ComfyUI maps)."""
+    def with_lora(self, path: Path, strength: float = 1.0):
+        """The base patched with a LoRA file at ``strength``: ComfyUI's own ``load_lora_for_models`` (what LoraLoaderModelOnly
+        runs) for Z-Image, the pack's LoRA loading for U1 (its fully trained fm_modules tensors are not LoRA keys ComfyUI maps)."""
         import comfy.sd
         import comfy.utils
 
         if self.study == "u1":
             from flowlora.nodes import lora_patch
 
-            result = lora_patch.apply_lora(self.base, lora_patch.load_lora_file(str(path)), 1.0)
+            result = lora_patch.apply_lora(self.base, lora_patch.load_lora_file(str(path)), strength)
             if result.not_loaded():
                 raise ValueError(f"{path}: {len(result.not_loaded())} keys did not load into the tiny U1")
             return result.model
         sd = comfy.utils.load_torch_file(str(path), safe_load=True)
-        model, _ = comfy.sd.load_lora_for_models(self.base, None, sd, 1.0, 0.0)
+        model, _ = comfy.sd.load_lora_for_models(self.base, None, sd, strength, 0.0)
         return model
 
     def conds(self, texts: list[str]):
@@ -378,12 +386,15 @@ class Study:
 
         images = self.sample(model, 8 if self.study == "turbo" else 50)
         baseline = style.StyleReference.from_images(self.base_images)
+        scores, base_scores = content.score_images(images, self.scenes), content.score_images(self.base_images, self.scenes)
         result = {
             "style_score": float(style.style_score(images, baseline, self.reference).mean()),
             "style_distance": float(self.reference.distance(images).mean()),
             "style_distance_base": float(self.reference.distance(self.base_images).mean()),
-            "content": content.accuracy(content.score_images(images, self.scenes)),
-            "content_base": content.accuracy(content.score_images(self.base_images, self.scenes)),
+            "content": content.accuracy(scores),
+            "content_base": content.accuracy(base_scores),
+            "content_attributes": content.attribute_accuracy(scores),
+            "content_attributes_base": content.attribute_accuracy(base_scores),
             "x0_mse": self.x0_mse(model),
             "x0_mse_base": self.base_x0_mse,
         }
@@ -478,12 +489,13 @@ def run_rows(rows: list[Row], seeds: list[int], results: Path, smoke: bool = Fal
     return written
 
 
-def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first: int = VALIDATION_FIRST, smoke: bool = False) -> Path:
+def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first: int = VALIDATION_FIRST, smoke: bool = False, strengths: tuple[float, ...] = ()) -> Path:
     """Train row ``r`` once at its study's scale, keeping a save every ``every`` updates, and measure every save.
 
-    Measured like the table (:meth:`Study.measure`) but on ``prompts`` held-out scenes from index ``first``
-    (default: the study's prompt count from :data:`VALIDATION_FIRST`). Writes and returns
-    ``results/curves/<row>_seed<k>.json``: the run's settings and one record per save (``step`` and the metrics).
+    Measured like the table (:meth:`Study.measure`, at the row's strength) but on ``prompts`` held-out scenes from
+    index ``first`` (default: the study's prompt count from :data:`VALIDATION_FIRST`); the last save is measured
+    again at each of ``strengths``. Writes and returns ``results/curves/<row>_seed<k>.json``: the run's settings and
+    one record per measurement (``step``, ``strength`` and the metrics).
     ``smoke``: the study's smoke-size run on 2 prompts, written as ``<row>_seed<k>_smoke.json``.
     """
     import demo
@@ -505,10 +517,11 @@ def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first:
     saves = {int(step_saves.FILE_PATTERN.fullmatch(p.name).group(1)): p for p in (lora.with_suffix("") / step_saves.FOLDER).glob("step_*.safetensors")}
     saves.setdefault(steps, lora)
     points = []
-    for step in sorted(saves):
-        metrics, _ = measurer.measure(measurer.with_lora(saves[step]))
-        points.append({"step": step, **metrics})
-        print(f"[curve] step {step}: style {metrics['style_score']:.3f}, content {100 * metrics['content']:.1f}% (base {100 * metrics['content_base']:.1f}%)", flush=True)
+    todo = [(step, r.strength) for step in sorted(saves)] + [(steps, s) for s in strengths if s != r.strength]
+    for step, strength in todo:
+        metrics, _ = measurer.measure(measurer.with_lora(saves[step], strength))
+        points.append({"step": step, "strength": strength, **metrics})
+        print(f"[curve] step {step}, strength {strength:g}: style {metrics['style_score']:.3f}, content {100 * metrics['content']:.1f}% (base {100 * metrics['content_base']:.1f}%)", flush=True)
     out = results / "curves" / f"{r.name}_seed{seed}{'_smoke' if smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"row": r.name, "label": r.label, "seed": seed, "steps": steps, "batch": scale.batch, "every": every, "smoke": smoke, "prompts": prompts, "first_prompt": first,
@@ -521,9 +534,9 @@ def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first:
 def curve_table(record: dict) -> str:
     """Markdown table of a ``curve`` file: one line per save."""
     lines = [f"{record['label']}, seed {record['seed']}: {record['prompts']} held-out prompts from scene {record['first_prompt']}",
-             "", "| update | style score | content % | content drop, points | held-out x0-MSE |", "|---|---|---|---|---|"]
+             "", "| update | strength | style score | content % | content drop, points | held-out x0-MSE |", "|---|---|---|---|---|---|"]
     for p in record["points"]:
-        lines.append(f"| {p['step']} | {p['style_score']:.2f} | {100 * p['content']:.1f} | {100 * (p['content_base'] - p['content']):.1f} | {p['x0_mse']:.4f} |")
+        lines.append(f"| {p['step']} | {p.get('strength', 1.0):g} | {p['style_score']:.2f} | {100 * p['content']:.1f} | {100 * (p['content_base'] - p['content']):.1f} | {p['x0_mse']:.4f} |")
     return "\n".join(lines)
 
 
@@ -543,12 +556,12 @@ def _measured(path: Path, steps: int, prompts: int) -> bool:
 def _measure_and_write(measurer: Study, r: Row, seed: int, lora: Path, log: Path | None, wall: float, results: Path, steps: int, prompts: int, smoke: bool, commit: str) -> Path:
     import shutil
 
-    metrics, images = measurer.measure(measurer.with_lora(lora))
+    metrics, images = measurer.measure(measurer.with_lora(lora, r.strength))
     folder = results / r.name / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     record = {
         "row": r.name, "study": r.study, "label": r.label, "seed": seed, "steps": steps, "batch": scale_of(r.study).batch, "prompts": prompts, "smoke": smoke,
-        "wall_s": round(wall, 1), **metrics, "commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+        "strength": r.strength, "wall_s": round(wall, 1), **metrics, "commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": machine(),
     }
     if log is not None:
         shutil.copy2(log, folder / "log.jsonl")
@@ -749,6 +762,13 @@ def build_table(results: Path) -> str:
         spread = max(_spread(data[name], metric), _spread(data[ref], metric))
         seeds = min(len(data[name]), len(data[ref]))
         lines.append(f"| {text} | {ROWS[name].label} vs {ROWS[ref].label} | {metric} | {diff:+.3g} (spread {spread:.2g}) | {verdict(diff, spread, better_when, expect, seeds)} |")
+    curves = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((results / "curves").glob("*_seed*.json")) if not p.stem.endswith("_smoke")]
+    if curves:
+        lines += ["", "### Along a run, on validation prompts", "",
+                  "One seed per run, a save every 100 updates, measured like the table but on other held-out scenes "
+                  f"(from index {VALIDATION_FIRST}; `ablation.py curve ROW`), so that settings are chosen without the table's prompts."]
+        for record in curves:
+            lines += ["", f"`{record['row']}`, measured {record['date']} at commit `{record['commit']}`: " + curve_table(record)]
     return "\n".join(lines) + "\n"
 
 
@@ -784,6 +804,7 @@ def main(argv=None) -> None:
     along.add_argument("--every", type=int, default=100, help="updates between the saves measured")
     along.add_argument("--prompts", type=int, default=0, help="validation prompts (0: as many as the study's table uses)")
     along.add_argument("--first", type=int, default=VALIDATION_FIRST, help="first held-out scene index of the validation prompts")
+    along.add_argument("--strengths", type=float, nargs="*", default=[], help="also measure the last save at these LoRA strengths")
     along.add_argument("--results", type=Path, default=RESULTS)
     along.add_argument("--threads", type=int, default=0, help="torch threads of this process (measuring)")
     table = sub.add_parser("table", help="write docs/ABLATION.md's table from the results")
@@ -800,7 +821,7 @@ def main(argv=None) -> None:
 
         torch.set_num_threads(args.threads)
     if args.command == "curve":
-        print(f"wrote {curve(ROWS[args.row], args.seed, args.every, args.results.resolve(), args.prompts, args.first)}")
+        print(f"wrote {curve(ROWS[args.row], args.seed, args.every, args.results.resolve(), args.prompts, args.first, strengths=tuple(args.strengths))}")
         return
     for path in run_rows(select(args.rows), args.seeds, args.results.resolve(), args.smoke, args.force):
         print(f"  {path}")
