@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,19 @@ def test_shape_confusion_counts_how_each_shape_is_read():
     assert {found for row in missing.values() for found in row} == {content.MISSING}
     markdown = content.confusion_markdown({"star": {"star": 3, content.MISSING: 1}})
     assert "| star | 0 | 0 | 0 | 3 | 0 | 0 | 1 |" in markdown and markdown.count("\n") == 2 + len(tw.SHAPES) - 1
+
+
+def test_accuracy_by_object_count_separates_binding_from_drawing():
+    """Clean renders are right alone and in pairs; swapping the two objects' colours is wrong only in pairs."""
+    scenes = [tw.scene(i, "heldout") for i in range(40)]
+    clean = content.by_object_count(content.score_images(np.stack([tw.render(s) for s in scenes]), scenes))
+    assert set(clean) == {"1", "2"} and all(v >= 0.97 for row in clean.values() for v in row.values())
+    swapped = [tw.Scene(tuple(replace(o, colour=p.colour) for o, p in zip(s.objects, s.objects[::-1])), s.background) for s in scenes]
+    table = content.by_object_count(content.score_images(np.stack([tw.render(s) for s in swapped]), scenes))
+    distinct = [s for s in scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour]
+    assert table["1"]["colour"] >= 0.97 and table["2"]["colour"] <= 1 - len(distinct) / sum(len(s.objects) == 2 for s in scenes) + 0.03
+    assert table["2"]["position"] >= 0.97
+    assert "| 2 | " in content.by_object_count_markdown(table)
 
 
 def test_content_metric_tolerates_mild_noise():

@@ -270,6 +270,34 @@ def attribute_accuracy(scores: list[list[ObjectScore]]) -> dict[str, float]:
     return {a: accuracy(scores, (a,)) for a in SCORED}
 
 
+def by_object_count(scores: list[list[ObjectScore]]) -> dict[str, dict[str, float]]:
+    """:func:`attribute_accuracy` of the one-object and of the two-object images apart (keys ``"1"`` and ``"2"``).
+
+    Separates drawing from binding: a model that draws one object's colour right but, given two, paints one's
+    colour on the other (attribute binding) is right far more often on one-object images.
+    """
+    groups: dict[str, list[list[ObjectScore]]] = {}
+    for image in scores:
+        groups.setdefault(str(len(image)), []).append(image)
+    return {count: attribute_accuracy(groups[count]) for count in sorted(groups)}
+
+
+def by_object_count_markdown(table: dict[str, dict[str, float]]) -> str:
+    """A :func:`by_object_count` table as Markdown: one row per object count, one column per attribute."""
+    lines = ["| objects in the scene | " + " | ".join(SCORED) + " |", "|---" * (len(SCORED) + 1) + "|"]
+    for count, row in table.items():
+        lines.append(f"| {count} | " + " | ".join(f"{100 * row[a]:.1f}%" for a in SCORED) + " |")
+    return "\n".join(lines)
+
+
+BINDING_NOTE = (
+    "Per attribute, images of one object against images of two. An attribute right alone but wrong beside a second "
+    "object is a binding failure (the model mixes up which colour, shape or size the caption gives which object), "
+    "not a failure to draw it."
+)
+"""How to read a :func:`by_object_count_markdown` table (the model cards print it above the table)."""
+
+
 MISSING = "missing"
 """What :func:`confusion` counts an object as when no component was matched to it."""
 

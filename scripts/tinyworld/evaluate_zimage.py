@@ -99,7 +99,7 @@ def score(images, prompts: list[str]) -> dict:
     scenes = [tw.parse_caption(p) for p in prompts]
     scores = tw.score_images(images, scenes)
     return {"accuracy": tw.accuracy(scores), **{f"{k}_accuracy": v for k, v in tw.content.attribute_accuracy(scores).items()},
-            "shape_confusion": tw.content.confusion(scores)}
+            "shape_confusion": tw.content.confusion(scores), "by_object_count": tw.content.by_object_count(scores)}
 
 
 def sheet(images, path: Path, columns: int = 8, scale: int = 2) -> Path:
@@ -250,6 +250,17 @@ def _confusion_section(result: dict) -> str:
 How the shapes of the first row ({result['steps']} steps, cfg {result['cfg']:g}) are read. {tw.content.CONFUSION_NOTE}
 
 {tw.content.confusion_markdown(result['shape_confusion'])}
+{_binding_section(result)}"""
+
+
+def _binding_section(result: dict) -> str:
+    """The card's one- against two-object accuracies of one measured setting (absent in older results)."""
+    if "by_object_count" not in result:
+        return ""
+    return f"""
+{tw.content.BINDING_NOTE}
+
+{tw.content.by_object_count_markdown(result['by_object_count'])}
 """
 
 
