@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-
 from dataclasses import replace
 
 import numpy as np
@@ -130,7 +129,7 @@ def test_accuracy_by_object_count_separates_binding_from_drawing():
     scenes = [tw.scene(i, "heldout") for i in range(40)]
     clean = content.by_object_count(content.score_images(np.stack([tw.render(s) for s in scenes]), scenes))
     assert set(clean) == {"1", "2"} and all(v >= 0.97 for row in clean.values() for v in row.values())
-    swapped = [tw.Scene(tuple(replace(o, colour=p.colour) for o, p in zip(s.objects, s.objects[::-1])), s.background) for s in scenes]
+    swapped = [tw.Scene(tuple(replace(o, colour=p.colour) for o, p in zip(s.objects, s.objects[::-1], strict=True)), s.background) for s in scenes]
     table = content.by_object_count(content.score_images(np.stack([tw.render(s) for s in swapped]), scenes))
     distinct = [s for s in scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour]
     assert table["1"]["colour"] >= 0.97 and table["2"]["colour"] <= 1 - len(distinct) / sum(len(s.objects) == 2 for s in scenes) + 0.03

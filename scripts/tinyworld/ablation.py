@@ -102,7 +102,8 @@ class Row:
     ``build_workflows.ACRF_RECIPE["loss"]``, ((node, title, widgets), ...); ``lora``, ``optimizer``, ``trainer``:
     widget values over the study's LoRA Config, Optimizer Config and LoRA Trainer. Empty: the study's reference.
     ``strength``: the LoRA strength the row is sampled and measured at (the trainer's ``strength``, a loader's
-    ``strength_model``).
+    ``strength_model``). ``exploratory``: a candidate setting measured with :func:`curve` on validation prompts to
+    choose a recipe, not one of its study's table rows (``run`` takes it by name only).
     """
 
     name: str
@@ -117,6 +118,7 @@ class Row:
     strength: float = 1.0
     graph_anchors: bool = False
     builtin: bool = False
+    exploratory: bool = False
 
 
 ROWS: dict[str, Row] = {}
@@ -144,10 +146,12 @@ row(Row("turbo_acrf_no_minsnr", "turbo", "AC-RF without Min-SNR", "Min-SNR weigh
 row(Row("turbo_acrf_no_cos_fft", "turbo", "AC-RF without cosine and FFT", "the cosine and FFT terms help", loss=_acrf_loss_without("FlowLoRALossCosine", "FlowLoRALossFFT")))
 row(Row("turbo_acrf_all_linear", "turbo", "AC-RF, LoRA on every Linear", "how much of the built-in's result its wider targets explain (it adapts every Linear, plus every norm and bias in full)",
         lora=dict(preset="all_linear")))
-row(Row("turbo_acrf_lr3e-4", "turbo", "AC-RF at learning rate 3e-4", "a gentler rate keeps more of the base's content", optimizer=dict(learning_rate=3e-4)))
-row(Row("turbo_acrf_all_linear_lr3e-4", "turbo", "AC-RF, every Linear, learning rate 3e-4", "wider targets at a gentler rate", lora=dict(preset="all_linear"), optimizer=dict(learning_rate=3e-4)))
+# candidates for the demo's recipe, compared along a run on validation prompts (``curve``)
+row(Row("turbo_acrf_lr3e-4", "turbo", "AC-RF at learning rate 3e-4", "a gentler rate keeps more of the base's content", optimizer=dict(learning_rate=3e-4), exploratory=True))
+row(Row("turbo_acrf_all_linear_lr3e-4", "turbo", "AC-RF, every Linear, learning rate 3e-4", "wider targets at a gentler rate", lora=dict(preset="all_linear"),
+        optimizer=dict(learning_rate=3e-4), exploratory=True))
 row(Row("turbo_acrf_ffn", "turbo", "AC-RF, LoRA on the feed-forward layers only", "leaving attention (how the prompt is read) untouched keeps content",
-        lora=dict(preset="custom", include="layers.*.feed_forward.w1\nlayers.*.feed_forward.w2\nlayers.*.feed_forward.w3")))
+        lora=dict(preset="custom", include="layers.*.feed_forward.w1\nlayers.*.feed_forward.w2\nlayers.*.feed_forward.w3"), exploratory=True))
 row(Row("turbo_demo", "turbo", f"the demo: AC-RF on every Linear, lr {bw.TINYWORLD_LR_TEXT}, strength {bw.TINYWORLD_STRENGTH:g}",
         "the demo's recipe, chosen on validation prompts (curves below)", lora=dict(bw.TINYWORLD_LORA),
         optimizer=dict(learning_rate=bw.TINYWORLD_LEARNING_RATE), strength=bw.TINYWORLD_STRENGTH))
@@ -162,15 +166,16 @@ row(Row("u1_b_logit_normal", "u1", "(b) logit-normal t", "logit-normal t degrade
 row(Row("u1_c_dropout", "u1", "(c) condition dropout 0.1 / 0.1", "dropout is harmless, slightly better structure", timesteps=_UNIFORM, loss=_X0, trainer=dict(p_text=0.1, p_both=0.1)))
 row(Row("u1_d_all", "u1", "(d) all three", "all three together distort structure most", timesteps=_LOGIT, loss=_V, trainer=dict(p_text=0.1, p_both=0.1)))
 
-STUDIES = {"turbo": [r for r in ROWS.values() if r.study == "turbo"], "u1": [r for r in ROWS.values() if r.study == "u1"]}
+STUDIES = {study: [r for r in ROWS.values() if r.study == study and not r.exploratory] for study in ("turbo", "u1")}
+"""The table's rows of each study (exploratory rows left out)."""
 
 
 def select(names: list[str]) -> list[Row]:
-    """Rows by name, study name or ``all``; a ValueError names an unknown one."""
+    """Rows by name, study name or ``all`` (every study's table rows); a ValueError names an unknown one."""
     out: list[Row] = []
     for name in names:
         if name == "all":
-            out += list(ROWS.values())
+            out += [r for rows in STUDIES.values() for r in rows]
         elif name in STUDIES:
             out += STUDIES[name]
         elif name in ROWS:
@@ -533,7 +538,7 @@ def curve(r: Row, seed: int, every: int, results: Path, prompts: int = 0, first:
 
 def curve_table(record: dict) -> str:
     """Markdown table of a ``curve`` file: one line per save."""
-    lines = [f"{record['label']}, seed {record['seed']}: {record['prompts']} held-out prompts from scene {record['first_prompt']}",
+    lines = [f"{record['label']}, seed {record['seed']}, a save every {record['every']} updates: {record['prompts']} held-out prompts from scene {record['first_prompt']}",
              "", "| update | strength | style score | content % | content drop, points | held-out x0-MSE |", "|---|---|---|---|---|---|"]
     for p in record["points"]:
         lines.append(f"| {p['step']} | {p.get('strength', 1.0):g} | {p['style_score']:.2f} | {100 * p['content']:.1f} | {100 * (p['content_base'] - p['content']):.1f} | {p['x0_mse']:.4f} |")
@@ -765,7 +770,7 @@ def build_table(results: Path) -> str:
     curves = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((results / "curves").glob("*_seed*.json")) if not p.stem.endswith("_smoke")]
     if curves:
         lines += ["", "### Along a run, on validation prompts", "",
-                  "One seed per run, a save every 100 updates, measured like the table but on other held-out scenes "
+                  "One seed per run, its periodic saves measured like the table but on other held-out scenes "
                   f"(from index {VALIDATION_FIRST}; `ablation.py curve ROW`), so that settings are chosen without the table's prompts."]
         for record in curves:
             lines += ["", f"`{record['row']}`, measured {record['date']} at commit `{record['commit']}`: " + curve_table(record)]
