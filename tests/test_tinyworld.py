@@ -137,6 +137,24 @@ def test_accuracy_by_object_count_separates_binding_from_drawing():
     assert "| 2 | " in content.by_object_count_markdown(table)
 
 
+def test_binding_diagnosis_reads_caption_order_and_fits_a_separable_probe():
+    """diagnose_binding: swapped colours are wrong only for objects of two-object scenes, by caption order; the
+    linear probe reads a colour that the feature carries and not one it does not."""
+    sys.path.insert(0, str(REPO / "scripts" / "tinyworld"))
+    import diagnose_binding
+
+    scenes = [tw.scene(i, "heldout") for i in range(40)]
+    swapped = [tw.Scene(tuple(replace(o, colour=p.colour) for o, p in zip(s.objects, s.objects[::-1], strict=True)), s.background) for s in scenes]
+    table = diagnose_binding.by_caption_order(content.score_images(np.stack([tw.render(s) for s in swapped]), scenes))
+    assert table["alone"]["colour"] >= 0.97 and table["first of two"]["colour"] < 0.3 and table["second of two"]["colour"] < 0.3
+    assert min(table[k]["position"] for k in table) >= 0.97
+    rng = np.random.default_rng(0)
+    colours = [list(tw.COLOURS)[i % len(tw.COLOURS)] for i in range(240)]
+    carried = [(np.eye(8)[list(tw.COLOURS).index(c)] + 0.05 * rng.normal(size=8), c) for c in colours]
+    noise = [(rng.normal(size=8), c) for c in colours]
+    assert diagnose_binding.probe_accuracy(carried) == 1.0 and diagnose_binding.probe_accuracy(noise) < 0.35
+
+
 def test_content_metric_tolerates_mild_noise():
     rng = np.random.default_rng(0)
     scenes = [tw.scene(i, "heldout") for i in range(100)]
