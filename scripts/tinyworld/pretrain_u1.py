@@ -1,6 +1,6 @@
 """Pretrain a tiny SenseNova-U1 on the tiny world, on the CPU, resumably.
 
-    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 2000 --decay-steps 2000 --decay-to 0.1 --fresh
+    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 3200 --decay-steps 3200 --decay-to 0.1 --fresh
 
 The model is the pack's own U1 (``trainer_core.models.u1``: both towers, the
 official key names, the sharded layout, config.json), small: see
@@ -416,7 +416,7 @@ def plot_loss(log_path: Path, png: Path) -> None:
 
 CARD_COMMANDS = """\
     # pretrain this checkpoint (resumes from --state when interrupted: rerun it without --fresh; --minutes caps the total training time)
-    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 2000 --decay-steps 2000 --decay-to 0.1 --threads 1 --minutes 300 --eval-every 20 --fresh
+    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 3200 --decay-steps 3200 --decay-to 0.1 --threads 2 --minutes 45 --eval-every 9 --fresh
     # evaluate through ComfyUI (pack U1 loader, U1 Prompt Encode, stock KSampler euler/simple, pixel_space VAE)
     .venv/bin/python scripts/tinyworld/evaluate_u1.py scripts/tinyworld/models/u1 --prompts 200 --steps 50 --cfg 4 --json scripts/tinyworld/models/u1/metrics.json --grid scripts/tinyworld/models/u1/samples.png
     # CI check on both hosts

@@ -41,7 +41,7 @@ sampled content accuracy from 61% to 67% (shape 24% to 33%, 200 prompts), but
 from sigma 0.4 the shape is kept in 76% of objects (was 74%) and from 0.2 in
 92% (was 89%): starving the low-noise end was not the main limit. What is, is
 open; the tiny U1, trained on a uniform law from the start with its own text
-tower, shows the same weakness (shape 17% at 2,000 steps), which points at
+tower, shows the same weakness (shape 17% at 2,000 steps, 24% at 3,200), which points at
 what the two share: 8-px tokens and shape being the smallest part of the loss.
 
 Batches hold captions of one token length (per-length queues), because
