@@ -83,7 +83,7 @@ def by_caption_order(scores) -> dict[str, dict[str, float]]:
     groups = {"alone": [img[0] for img in scores if len(img) == 1],
               "first of two": [img[0] for img in scores if len(img) == 2],
               "second of two": [img[1] for img in scores if len(img) == 2]}
-    return {name: {a: sum(o.correct[a] for o in objs) / len(objs) for a in tw.content.SCORED} for name, objs in groups.items() if objs}
+    return {name: tw.content.attribute_accuracy([[o] for o in objs]) for name, objs in groups.items() if objs}
 
 
 def main(argv=None) -> None:
