@@ -73,12 +73,13 @@ def test_stock_ksampler_heldout_accuracy(loaded):
     assert acc >= 0.80, f"content accuracy {acc:.3f} on {PROMPTS} held-out prompts at {STEPS} steps"
 
 
-def test_pretraining_resumes_on_the_same_trajectory(tmp_path):
-    """2 steps in one run == 1 step, stop, resume for 1 more (batch 2: seconds)."""
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_pretraining_resumes_on_the_same_trajectory(tmp_path, dtype):
+    """2 steps in one run == 1 step, stop, resume for 1 more (batch 2: seconds), in fp32 and under bf16 autocast."""
     from safetensors.torch import load_file
     from tinyworld import pretrain_u1
 
-    common = ["--batch", "2", "--eval-every", "0", "--threads", "1", "--minutes", "5"]
+    common = ["--batch", "2", "--eval-every", "0", "--threads", "1", "--minutes", "5", *(["--bf16"] if dtype == "bf16" else [])]
     pretrain_u1.main(["--out", str(tmp_path / "a"), "--state", str(tmp_path / "sa"), "--steps", "2", "--fresh", *common])
     pretrain_u1.main(["--out", str(tmp_path / "b"), "--state", str(tmp_path / "sb"), "--steps", "1", "--fresh", *common])
     pretrain_u1.main(["--out", str(tmp_path / "b"), "--state", str(tmp_path / "sb"), "--steps", "2", *common])
@@ -87,6 +88,18 @@ def test_pretraining_resumes_on_the_same_trajectory(tmp_path):
     logs = [(tmp_path / d / "train_log.jsonl").read_text().splitlines() for d in ("a", "b")]
     assert [json.loads(x)["loss"] for x in logs[0]] == [json.loads(x)["loss"] for x in logs[1]]
     assert (tmp_path / "b" / "README.md").is_file() and (tmp_path / "b" / "model.safetensors.index.json").is_file()
+    assert json.loads((tmp_path / "b" / "training.json").read_text())["train_config"]["bf16"] is (dtype == "bf16")
+    assert all(v.dtype == torch.float32 for v in b.values())  # autocast or not, weights, EMA and optimizer state stay fp32
+
+
+def test_pretraining_refuses_to_resume_a_state_of_another_model(tmp_path):
+    """A state saved at one vision width is not silently loaded into another: the error names state.json and the option."""
+    from tinyworld import pretrain_u1
+
+    common = ["--out", str(tmp_path / "o"), "--state", str(tmp_path / "s"), "--batch", "2", "--eval-every", "0", "--threads", "1"]
+    pretrain_u1.main([*common, "--steps", "1", "--fresh", "--vision-width", "128"])
+    with pytest.raises(ValueError, match=r"state\.json.*--vision-width 64"):
+        pretrain_u1.main([*common, "--steps", "2"])
 
 
 def test_pretraining_learning_rate_schedule():
@@ -108,3 +121,29 @@ def test_a_later_stage_restarts_warm_up_and_decay_at_its_first_step():
     assert schedule.lr_at(8068 + 1716, 4e-4, 10, start=8068, end=11500, final=0.1) == pytest.approx(4e-4 * (1 - 0.9 * 0.5))
     assert schedule.lr_at(12000, 4e-4, 10, start=8068, end=11500, final=0.1) == pytest.approx(4e-5)
     assert schedule.lr_at(50, 1e-3, 0) == pytest.approx(1e-3)  # no warm-up, no decay
+
+
+def test_diagnose_u1_measures_the_x0_floor_on_object_edges():
+    """diagnose_u1: the edge mask is the ring either side of an object's outline; the input's own x0-MSE is the
+    analytic one; the committed U1 keeps the floor its docstring states (well above returning the input, mostly on edges)."""
+    sys.path.insert(0, str(REPO / "scripts" / "tinyworld"))
+    import diagnose_u1
+    from flowlora.trainer_core.models.u1 import prompts
+    from flowlora.trainer_core.models.u1.checkpoint import load_towers
+    from tinyworld.render import render
+
+    square = -torch.ones(1, 3, 64, 64)
+    square[:, 0, 20:30, 20:30] = 1.0
+    assert int(diagnose_u1.edge_mask(square).sum()) == 12 * 12 - 8 * 8  # one pixel outside and one inside the outline
+
+    _, prefix, gen = load_towers(MODEL, dtype=torch.float32)
+    tok = prompts.load_tokenizer(MODEL)
+    scenes = evaluate_u1.heldout_scenes(6)
+    x0 = torch.stack([torch.from_numpy(render(s)).permute(2, 0, 1).float() / 127.5 - 1.0 for s in scenes])
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        kvs = [prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.conditional_prefix(world.caption(s)))])) for s in scenes]
+    (row,) = diagnose_u1.x0_floor(gen, kvs, x0, eps, [0.99])
+    assert row["input"] == pytest.approx(float((0.01 * (eps - x0)).pow(2).mean()), rel=1e-5)
+    assert row["model"] > 10 * row["input"] and row["model"] < 0.01
+    assert row["edge_share"] > 0.5 > 0.1 > row["edge_pixels"]
