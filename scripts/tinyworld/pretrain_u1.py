@@ -27,8 +27,8 @@ Trained as U1 trains (spec 5.3 to 5.7), from scratch, both towers jointly:
 
 AdamW (betas 0.9 / 0.95), linear warm-up then constant learning rate, gradient
 clipping, an EMA of the weights (what is exported). ``--bf16`` runs the forward
-and backward under bfloat16 autocast (train_u1 trains in bf16; 0.71 against
-0.84 s per batch-32 step in a side-by-side timing on this 2-core AMX CPU), weights, optimizer and EMA in fp32. Every batch is a function of
+and backward under bfloat16 autocast (train_u1 trains in bf16; 0.62 against
+0.76 s per batch-32 step on this 2-core AMX CPU, ``bench/bench_tiny_u1_pretrain.py``), weights, optimizer and EMA in fp32. Every batch is a function of
 ``(seed, step)`` only, so a resumed run continues the same trajectory.
 ``--minutes`` is the total training time over all resumes; ``--steps`` stops at
 a step count instead (machine independent). ``--threads 1`` when other jobs
