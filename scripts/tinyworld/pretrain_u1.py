@@ -446,6 +446,8 @@ CARD_COMMANDS = """\
     .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 3200 --decay-steps 3200 --decay-to 0.1 --threads 2 --minutes 45 --eval-every 9 --fresh
     # evaluate through ComfyUI (pack U1 loader, U1 Prompt Encode, stock KSampler euler/simple, pixel_space VAE)
     .venv/bin/python scripts/tinyworld/evaluate_u1.py scripts/tinyworld/models/u1 --prompts 200 --steps 50 --cfg 4 --json scripts/tinyworld/models/u1/metrics.json --grid scripts/tinyworld/models/u1/samples.png
+    # where it loses detail: x0 error against t (edge share) and sampling from noised renders
+    .venv/bin/python scripts/tinyworld/diagnose_u1.py scripts/tinyworld/models/u1
     # CI check on both hosts
     .venv/bin/python -m pytest tests/test_tinyworld_u1.py
     COMFYUI_PATH=$PWD/.comfyui/ComfyUI-0.33 .venv-0.33/bin/python -m pytest tests/test_tinyworld_u1.py
