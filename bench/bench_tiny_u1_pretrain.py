@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_tiny_u1_pretrain.py --rounds 3 --steps 6
 
 The step is ``scripts/tinyworld/pretrain_u1.py``'s own: render the step's batch
-(32 scenes), noise it, one padded pass of both towers, x0-MSE, backward, AdamW
-update. For each (vision width, dtype) a fresh model runs ``--steps`` steps; the
+(32 scenes), noise it, one padded pass of both towers, x0-MSE, backward, clipping, AdamW
+update (:func:`pretrain_u1.update`). For each (vision width, dtype) a fresh model runs ``--steps`` steps; the
 first two are dropped (allocator and oneDNN warm-up) and the median of the rest
 is kept. Settings are interleaved round-robin over ``--rounds`` rounds, so load
 changes on a shared machine hit all of them alike; the table gives the median
@@ -37,10 +37,7 @@ def step_seconds(width: int, bf16: bool, steps: int, prefixes) -> float:
     times = []
     for step in range(steps):
         start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        pu.train_step(step, prefix, gen, prefixes, tc)
-        torch.nn.utils.clip_grad_norm_(params, tc.clip)
-        opt.step()
+        pu.update(step, prefix, gen, prefixes, tc, opt, params)
         times.append(time.perf_counter() - start)
     return statistics.median(times[2:])
 

@@ -20,7 +20,6 @@ Prints one JSON line per measurement.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import pretrain_u1  # noqa: E402, F401  (registers the pack as ``flowlora``)
+import pretrain_u1  # noqa: E402  (also registers the pack as ``flowlora``)
 from flowlora.trainer_core.models.u1 import prompts  # noqa: E402
 from flowlora.trainer_core.models.u1.checkpoint import load_towers  # noqa: E402
 from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa: E402
@@ -60,7 +59,7 @@ def edge_mask(x0: torch.Tensor) -> torch.Tensor:
 def x0_floor(gen, kvs, x0: torch.Tensor, eps: torch.Tensor, ts: list[float]) -> list[dict]:
     """Per t: x0-MSE of the model's prediction (``model``) and of ``z_t`` itself (``input``),
     and the share of the model's squared error on :func:`edge_mask` pixels (``edge_share``; ``edge_pixels`` their share)."""
-    s = gen.cfg.noise_scale_for(int(np.prod(gen.cfg.token_grid(*x0.shape[-2:]))))
+    s = gen.cfg.noise_scale_for_image(*x0.shape[-2:])
     edges = edge_mask(x0)
     rows = []
     for t in ts:
@@ -74,18 +73,12 @@ def x0_floor(gen, kvs, x0: torch.Tensor, eps: torch.Tensor, ts: list[float]) -> 
 
 @torch.no_grad()
 def from_t0(gen, kvs, kv_uncond, x0: torch.Tensor, eps: torch.Tensor, t0: float, cfg: float, steps: int = 50, shift: float = 3.0) -> np.ndarray:
-    """uint8 ``(B, 64, 64, 3)``: Euler with CFG from the render noised to ``t0`` up to t = 1."""
-    s = gen.cfg.noise_scale_for(int(np.prod(gen.cfg.token_grid(*x0.shape[-2:]))))
+    """uint8 ``(B, 64, 64, 3)``: :func:`pretrain_u1.euler_cfg` from the render noised to ``t0`` up to t = 1."""
+    s = gen.cfg.noise_scale_for_image(*x0.shape[-2:])
     grid = [t0, *[float(t) for t in official_timesteps(steps, shift) if float(t) > t0 + 1e-6]]
-    out = []
-    for i, kv in enumerate(kvs):
-        z = t0 * x0[i : i + 1] + (1 - t0) * s * eps[i : i + 1]
-        for a, b in itertools.pairwise(grid):
-            t, d = torch.tensor([a]), max(1.0 - a, gen.cfg.t_eps)
-            v_c, v_u = (gen(z, t, kv).float() - z) / d, (gen(z, t, kv_uncond).float() - z) / d
-            z = z + (b - a) * (v_u + cfg * (v_c - v_u))
-        out.append(z)
-    return ((torch.cat(out).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    z = t0 * x0 + (1 - t0) * s * eps
+    out = torch.cat([pretrain_u1.euler_cfg(gen, z[i : i + 1], grid, kv, kv_uncond, cfg) for i, kv in enumerate(kvs)])
+    return pretrain_u1.to_uint8(out).numpy()
 
 
 def main(argv=None) -> None:

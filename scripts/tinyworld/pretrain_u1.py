@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import logging
 import math
@@ -303,7 +304,7 @@ def noised(step: int, x0: torch.Tensor, gen: GenerationTower, tc: TrainConfig) -
     else:
         t = torch.sigmoid(-0.8 + 0.8 * torch.randn(x0.shape[0], generator=g)).clamp(tc.t_eps, 1.0 - tc.t_eps)
     eps = torch.randn(x0.shape, generator=g)
-    s_eff = gen.cfg.noise_scale_for(math.prod(gen.cfg.token_grid(*x0.shape[-2:])))
+    s_eff = gen.cfg.noise_scale_for_image(*x0.shape[-2:])
     tv = t.view(-1, 1, 1, 1)
     return tv * x0 + (1.0 - tv) * s_eff * eps, t
 
@@ -324,6 +325,17 @@ def train_step(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: P
     return {"step": step, "loss": value, "x0_mse": value, "t_mean": float(t.mean()), "n_uncond": int((~bt.cond).sum())}
 
 
+def update(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, tc: TrainConfig, opt: torch.optim.Optimizer, params: list) -> dict:
+    """One optimizer update: the step's learning rate, :func:`train_step`, gradient clipping, AdamW; its log record with ``grad_norm``."""
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, tc)
+    opt.zero_grad(set_to_none=True)
+    rec = train_step(step, prefix, gen, prefixes, tc)
+    rec["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.clip))
+    opt.step()
+    return rec
+
+
 def lr_at(step: int, tc: TrainConfig) -> float:
     """:func:`schedule.lr_at` for a :class:`TrainConfig`: warm-up over ``tc.warmup`` steps, then constant, or linear to ``tc.decay_to`` x lr at ``tc.decay_steps``."""
     return schedule.lr_at(step, tc.lr, tc.warmup, end=tc.decay_steps, final=tc.decay_to)
@@ -333,29 +345,40 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 
 
 @torch.no_grad()
+def euler_cfg(gen: GenerationTower, z: torch.Tensor, grid: list[float], kv_cond, kv_uncond, cfg: float) -> torch.Tensor:
+    """U1's Euler rule with CFG from ``z`` at ``grid[0]`` through ``grid`` (t ascending, 1 = clean), fp32.
+
+    Velocity ``(x0_hat - z) / max(1 - t, t_eps)`` (spec 4.3), guided ``v_u + cfg (v_c - v_u)``;
+    ``kv_cond`` is the batch's prefix KV (or one prefix for all), ``kv_uncond`` the unconditional one.
+    """
+    for a, b in itertools.pairwise(grid):
+        t, d = torch.tensor([a]), max(1.0 - a, gen.cfg.t_eps)
+        v_c = (gen(z, t, kv_cond).float() - z) / d
+        v_u = (gen(z, t, kv_uncond).float() - z) / d
+        z = z + (b - a) * (v_u + cfg * (v_c - v_u))
+    return z
+
+
+def to_uint8(z: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)``."""
+    return ((z.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+@torch.no_grad()
 def sample(prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, captions: list[str], steps: int = 20, cfg: float = 4.0, shift: float = 3.0, seed: int = 0) -> torch.Tensor:
-    """Official Euler loop with CFG in fp32: uint8 images ``(B, 64, 64, 3)``."""
-    b = len(captions)
-    noise = torch.randn(b, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
-    z = gen.cfg.noise_scale_for(math.prod(gen.cfg.token_grid(64, 64))) * noise
+    """Official Euler loop with CFG in fp32 (:func:`euler_cfg`), captions of one prefix length per batch: uint8 images ``(B, 64, 64, 3)``."""
+    noise = torch.randn(len(captions), 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    z = gen.cfg.noise_scale_for_image(64, 64) * noise
     tok = prefixes.tokenizer
     kv_u = prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.UNCONDITIONAL_PREFIX)]))
     by_len: dict[int, list[int]] = {}
     for i, c in enumerate(captions):
         by_len.setdefault(len(prefixes.rest(c)), []).append(i)
-    ts = official_timesteps(steps, shift).float()
-    for i in range(steps):
-        t, t_next = ts[i], ts[i + 1]
-        denom = max(1.0 - float(t), gen.cfg.t_eps)
-        v = torch.empty_like(z)
-        x_u = gen(z, t.view(1), kv_u).float()
-        for rows in by_len.values():
-            ids = torch.tensor([prompts.tokenize(tok, prompts.conditional_prefix(captions[r])) for r in rows])
-            x_c = gen(z[rows], t.view(1), prefix.encode(ids)).float()
-            v_c, v_u = (x_c - z[rows]) / denom, (x_u[rows] - z[rows]) / denom
-            v[rows] = v_u + cfg * (v_c - v_u)
-        z = z + (t_next - t) * v
-    return ((z.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    grid = [float(t) for t in official_timesteps(steps, shift)]
+    for rows in by_len.values():
+        kv_c = prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.conditional_prefix(captions[r])) for r in rows]))
+        z[rows] = euler_cfg(gen, z[rows], grid, kv_c, kv_u, cfg)
+    return to_uint8(z)
 
 
 def quick_accuracy(prefix, gen, prefixes, n: int = 20, steps: int = 20) -> float:
@@ -605,12 +628,7 @@ def main(argv=None) -> None:
     with open(log_path, "a", encoding="utf-8") as logf:
         while elapsed < budget and (args.steps <= 0 or step < args.steps):
             ts = time.monotonic()
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tc)
-            opt.zero_grad(set_to_none=True)
-            rec = train_step(step, prefix, gen, prefixes, tc)
-            rec["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, tc.clip))
-            opt.step()
+            rec = update(step, prefix, gen, prefixes, tc, opt, params)
             with torch.no_grad():
                 decay = min(tc.ema, (1 + step) / (10 + step))
                 for k, v in {**prefix.state_dict(), **gen.state_dict()}.items():

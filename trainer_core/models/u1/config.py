@@ -142,6 +142,11 @@ class U1Config:
             s = math.sqrt(s)
         return min(s, self.noise_scale_max_value)
 
+    def noise_scale_for_image(self, height: int, width: int) -> float:
+        """:meth:`noise_scale_for` the tokens of a ``height`` x ``width`` image (:meth:`token_grid`, which checks the size)."""
+        th, tw = self.token_grid(height, width)
+        return self.noise_scale_for(th * tw)
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> U1Config:
         """Build from the official ``config.json`` layout (unknown keys ignored)."""

@@ -216,9 +216,8 @@ class GenerationTower(nn.Module):
 
     def embed(self, x: Tensor, t: Tensor, noise_scale: float | None = None) -> Tensor:
         """``h0 = VisionGen(x) + E_t(t) + E_s(s_eff / max)``: ``(B, 3, H, W)`` -> ``(B, N, D)``."""
-        th, tw = self.cfg.token_grid(*x.shape[-2:])
         fm = self.fm_modules
-        s_eff = self.cfg.noise_scale_for(th * tw) if noise_scale is None else noise_scale
+        s_eff = self.cfg.noise_scale_for_image(*x.shape[-2:]) if noise_scale is None else noise_scale
         dt = self.compute_dtype or self.dtype
         h = fm["vision_model_mot_gen"](x.to(dt))
         h = h + fm["timestep_embedder"](t.reshape(-1).to(h.device).expand(x.shape[0]), dt)[:, None, :]
