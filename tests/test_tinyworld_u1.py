@@ -102,6 +102,22 @@ def test_pretraining_refuses_to_resume_a_state_of_another_model(tmp_path):
         pretrain_u1.main([*common, "--steps", "2"])
 
 
+def test_pretraining_losses_are_train_u1s_x0_and_v():
+    """``x0``: x0-MSE; ``v``: x0-MSE / max(1 - t, 0.05)^2 per sample (spec 5.6); anything else is refused by name."""
+    from tinyworld import pretrain_u1
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps, x0_hat = (torch.randn(3, 3, 8, 8, generator=g) for _ in range(3))
+    t = torch.tensor([0.2, 0.9, 0.99])  # the last is floored: 1 - t = 0.01 -> 0.05
+    x0_mse = (x0_hat - x0).pow(2).flatten(1).mean(1)
+    out_x0 = pretrain_u1.TrainConfig(loss="x0").loss_config(x0, eps, 1 - t, x0_hat)
+    out_v = pretrain_u1.TrainConfig(loss="v").loss_config(x0, eps, 1 - t, x0_hat)
+    assert torch.allclose(out_x0.per_sample, x0_mse)
+    assert torch.allclose(out_v.per_sample, x0_mse / torch.tensor([0.8, 0.1, 0.05]) ** 2)
+    with pytest.raises(ValueError, match="loss = 'eps'"):
+        pretrain_u1.TrainConfig(loss="eps")
+
+
 def test_pretraining_learning_rate_schedule():
     """Warm-up, then constant by default, or linear to decay_to x lr at decay_steps and flat after."""
     from tinyworld import pretrain_u1

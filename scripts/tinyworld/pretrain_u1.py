@@ -13,7 +13,10 @@ Trained as U1 trains (spec 5.3 to 5.7), from scratch, both towers jointly:
   ``s_eff = min(sqrt(N / 64), 8)``, N = the model's own tokens (1.0 at 64 x 64);
 - t uniform on [t_eps, 1), t_eps = 0.05 (train_u1's baseline law; ``--t-law
   logit_normal`` draws U1's logit-normal, mean -0.8, std 0.8, clamped likewise);
-- x0 prediction, loss = MSE(x0_hat, x0) in pixel space ([-1, 1]);
+- x0 prediction, loss = MSE(x0_hat, x0) in pixel space ([-1, 1]) (train_u1's
+  default ``x0`` loss); ``--loss v`` trains its ``v`` loss instead, MSE of the
+  velocities, = x0-MSE / max(1 - t, t_eps)^2 (spec 5.6; the pack's
+  ``LossConfig``, the same maths the LoRA trainer uses);
 - the official conditional prefix (system message, chat template, empty think
   block, ``<img>``) around the caption; 10% of samples train on the official
   unconditional prefix instead (condition dropout, so CFG works);
@@ -67,6 +70,7 @@ if __package__ in (None, ""):
     __package__ = "tinyworld"
 
 from flowlora.trainer_core import files  # noqa: E402
+from flowlora.trainer_core.losses import LossConfig  # noqa: E402
 from flowlora.trainer_core.models.u1 import U1Config, build_towers, prompts  # noqa: E402
 from flowlora.trainer_core.models.u1.checkpoint import save_sharded  # noqa: E402
 from flowlora.trainer_core.models.u1.config import LLMConfig, VisionConfig  # noqa: E402
@@ -122,6 +126,8 @@ class TrainConfig:
     p_uncond: float = 0.10
     t_eps: float = 0.05
     t_law: str = "uniform"
+    loss: str = "x0"
+    """train_u1's ``loss_type``: ``x0`` (MSE of x0) or ``v`` (MSE of velocities; :data:`LOSSES`)."""
     threads: int = 2
     bf16: bool = False
     """bfloat16 autocast for the forward and backward (weights, optimizer and EMA stay fp32), as train_u1 trains in bf16."""
@@ -132,9 +138,18 @@ class TrainConfig:
     def __post_init__(self):
         if self.t_law not in T_LAWS:
             raise ValueError(f"t_law = {self.t_law!r}: not one of {', '.join(T_LAWS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss = {self.loss!r}: not one of {', '.join(LOSSES)}")
+
+    @property
+    def loss_config(self) -> LossConfig:
+        """The pack's loss of :attr:`loss`, sigma floored at ``t_eps`` as U1 floors ``1 - t``."""
+        return LossConfig(LOSSES[self.loss], t_eps=self.t_eps)
 
 
 T_LAWS = ("uniform", "logit_normal")
+LOSSES = {"x0": {"x0_mse": 1.0}, "v": {"v_mse": 1.0}}
+"""train_u1's ``loss_type`` -> the pack's loss terms."""
 
 
 # ---------------------------------------------------------------- model and prefix
@@ -293,8 +308,8 @@ def step_batch(step: int, tc: TrainConfig, prefixes: Prefixes) -> Batch:
 # ---------------------------------------------------------------- training
 
 
-def noised(step: int, x0: torch.Tensor, gen: GenerationTower, tc: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z_t, t)`` with ``z_t = t x0 + (1 - t) s_eff eps`` (spec 5.3, 5.4).
+def noised(step: int, x0: torch.Tensor, gen: GenerationTower, tc: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(z_t, t, s_eff eps)`` with ``z_t = t x0 + (1 - t) s_eff eps`` (spec 5.3, 5.4).
 
     uniform: t = t_eps + (1 - t_eps) u; logit_normal: sigmoid(N(-0.8, 0.8^2)) clamped to [t_eps, 1 - t_eps].
     """
@@ -306,23 +321,19 @@ def noised(step: int, x0: torch.Tensor, gen: GenerationTower, tc: TrainConfig) -
     eps = torch.randn(x0.shape, generator=g)
     s_eff = gen.cfg.noise_scale_for_image(*x0.shape[-2:])
     tv = t.view(-1, 1, 1, 1)
-    return tv * x0 + (1.0 - tv) * s_eff * eps, t
-
-
-def loss_fn(prefix, gen, system, rest, real, cond, z, t, x0) -> torch.Tensor:
-    """Per-sample x0-MSE ``(B,)`` (fp32, mean over pixels)."""
-    return (x0_prediction(prefix, gen, system, rest, real, cond, z, t).float() - x0).pow(2).flatten(1).mean(1)
+    return tv * x0 + (1.0 - tv) * s_eff * eps, t, s_eff * eps
 
 
 def train_step(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, tc: TrainConfig) -> dict:
     """One forward/backward over the step's batch; returns its log record (no optimizer update)."""
     bt = step_batch(step, tc, prefixes)
-    z, t = noised(step, bt.x0, gen, tc)
+    z, t, eps = noised(step, bt.x0, gen, tc)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
-        per_sample = loss_fn(prefix, gen, torch.tensor([prefixes.system]), bt.rest, bt.real, bt.cond, z, t, bt.x0)
-    per_sample.mean().backward()
-    value = float(per_sample.detach().mean())
-    return {"step": step, "loss": value, "x0_mse": value, "t_mean": float(t.mean()), "n_uncond": int((~bt.cond).sum())}
+        x0_hat = x0_prediction(prefix, gen, torch.tensor([prefixes.system]), bt.rest, bt.real, bt.cond, z, t)
+    out = tc.loss_config(bt.x0, eps, 1.0 - t, x0_hat)  # fp32, per-sample mean over pixels, then the batch mean
+    out.loss.backward()
+    return {"step": step, "loss": float(out.loss.detach()), "x0_mse": float(out.x0_mse.mean()), "v_mse": float(out.v_mse.mean()),
+            "t_mean": float(t.mean()), "n_uncond": int((~bt.cond).sum())}
 
 
 def update(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, tc: TrainConfig, opt: torch.optim.Optimizer, params: list) -> dict:
@@ -435,11 +446,11 @@ def plot_loss(log_path: Path, png: Path) -> None:
     from PIL import Image, ImageDraw
 
     recs = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    recs = [r for r in recs if "loss" in r]
+    recs = [r for r in recs if "x0_mse" in r]
     if len(recs) < 2:
         return
     steps = np.array([r["step"] for r in recs], float)
-    loss = np.log10(np.array([r["loss"] for r in recs], float))
+    loss = np.log10(np.array([r["x0_mse"] for r in recs], float))
     k = min(50, len(loss))
     smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
     w, h, m = 640, 360, 50
@@ -483,7 +494,7 @@ def write_model_card(out: Path) -> None:
     info = json.loads((out / "training.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
     recs = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    losses = [r["loss"] for r in recs if "loss" in r]
+    losses = [r["x0_mse"] for r in recs if "x0_mse" in r]
     quick = [r for r in recs if "quick_heldout_accuracy" in r]
     with torch.device("meta"):
         prefix, gen = build_towers(cfg)
@@ -522,7 +533,8 @@ def write_model_card(out: Path) -> None:
         "  (a function of seed and step). Held-out content (`world.is_heldout`) never appears.",
         "- Prefix: U1's official conditional prefix (system message, chat template, empty think block, `<img>`) around the caption;",
         f"  {tc['p_uncond']:.0%} of samples use the official unconditional prefix (condition dropout, for CFG).",
-        f"- Objective as U1 / train_u1: z_t = t x0 + (1 - t) s_eff eps, t {tc['t_law']} on [{tc['t_eps']}, 1), x0 prediction, x0-MSE in pixel space.",
+        f"- Objective as U1 / train_u1: z_t = t x0 + (1 - t) s_eff eps, t {tc['t_law']} on [{tc['t_eps']}, 1), x0 prediction, "
+        + ("x0-MSE in pixel space." if tc.get("loss", "x0") == "x0" else "velocity MSE (train_u1's `v` loss: x0-MSE / max(1 - t, t_eps)^2) in pixel space."),
         "- Both towers trained jointly from scratch: the understanding tower is the text encoder (prefix K/V with gradients,",
         "  one exact padded pass per step, checked against the pack's `GenerationTower(PrefixTower.encode(...))` at start).",
         f"- AdamW (0.9, 0.95, weight decay {tc['weight_decay']}), lr {tc['lr']:g} after {tc['warmup']} warm-up steps, "
@@ -586,11 +598,12 @@ def main(argv=None) -> None:
     for f in ("seed", "batch", "lr", "warmup", "threads", "p_uncond", "ema", "decay_steps", "decay_to"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=type(getattr(TrainConfig, f)), default=getattr(TrainConfig, f))
     ap.add_argument("--t-law", choices=T_LAWS, default=TrainConfig.t_law)
+    ap.add_argument("--loss", choices=list(LOSSES), default=TrainConfig.loss, help="train_u1's loss_type: x0 (default) or v")
     ap.add_argument("--vision-width", type=int, default=TINY_U1.vision.hidden_size, help="vision_config.hidden_size of the patch embedder (the shipped model: 64)")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (weights, optimizer and EMA stay fp32; faster on CPUs with AMX)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    tc = TrainConfig(seed=args.seed, batch=args.batch, lr=args.lr, warmup=args.warmup, threads=args.threads, p_uncond=args.p_uncond, ema=args.ema, t_law=args.t_law,
+    tc = TrainConfig(seed=args.seed, batch=args.batch, lr=args.lr, warmup=args.warmup, threads=args.threads, p_uncond=args.p_uncond, ema=args.ema, t_law=args.t_law, loss=args.loss,
                      decay_steps=args.decay_steps, decay_to=args.decay_to, bf16=args.bf16)
     torch.set_num_threads(tc.threads)
     out, state_dir = args.out, args.state
@@ -691,7 +704,7 @@ def check_training_forward(prefix: PrefixTower, gen: GenerationTower, prefixes: 
     torch.nn.init.normal_(output_layer(gen).weight, std=0.05)
     scenes = [scene(i) for i in range(6)]
     bt = make_batch(list(range(6)), [False, False, False, False, False, True], prefixes)
-    z, t = noised(0, bt.x0, gen, TrainConfig())
+    z, t, _ = noised(0, bt.x0, gen, TrainConfig())
     with torch.no_grad():
         mine = x0_prediction(prefix, gen, torch.tensor([prefixes.system]), bt.rest, bt.real, bt.cond, z, t)
         worst = 0.0
