@@ -1,6 +1,6 @@
 """Pretrain a tiny SenseNova-U1 on the tiny world, on the CPU, resumably.
 
-    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 3200 --decay-steps 3200 --decay-to 0.1 --fresh
+    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 4500 --decay-steps 4500 --decay-to 0.1 --bf16 --loss v --t-law logit_normal --fresh
 
 The model is the pack's own U1 (``trainer_core.models.u1``: both towers, the
 official key names, the sharded layout, config.json), small: see
@@ -477,7 +477,7 @@ def plot_loss(log_path: Path, png: Path) -> None:
 
 CARD_COMMANDS = """\
     # pretrain this checkpoint (resumes from --state when interrupted: rerun it without --fresh; --minutes caps the total training time)
-    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 3200 --decay-steps 3200 --decay-to 0.1 --threads 2 --minutes 45 --eval-every 9 --fresh
+    .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 4500 --decay-steps 4500 --decay-to 0.1 --threads 2 --bf16 --loss v --t-law logit_normal --minutes 45 --eval-every 12 --fresh
     # evaluate through ComfyUI (pack U1 loader, U1 Prompt Encode, stock KSampler euler/simple, pixel_space VAE)
     .venv/bin/python scripts/tinyworld/evaluate_u1.py scripts/tinyworld/models/u1 --prompts 200 --steps 50 --cfg 4 --json scripts/tinyworld/models/u1/metrics.json --grid scripts/tinyworld/models/u1/samples.png
     # where it loses detail: x0 error against t (edge share) and sampling from noised renders
@@ -533,7 +533,9 @@ def write_model_card(out: Path) -> None:
         "  (a function of seed and step). Held-out content (`world.is_heldout`) never appears.",
         "- Prefix: U1's official conditional prefix (system message, chat template, empty think block, `<img>`) around the caption;",
         f"  {tc['p_uncond']:.0%} of samples use the official unconditional prefix (condition dropout, for CFG).",
-        f"- Objective as U1 / train_u1: z_t = t x0 + (1 - t) s_eff eps, t {tc['t_law']} on [{tc['t_eps']}, 1), x0 prediction, "
+        "- Objective as U1 / train_u1: z_t = t x0 + (1 - t) s_eff eps, "
+        + (f"t uniform on [{tc['t_eps']}, 1)" if tc["t_law"] == "uniform" else f"t = sigmoid(N(-0.8, 0.8^2)) clamped to [{tc['t_eps']}, {1 - tc['t_eps']:g}]")
+        + ", x0 prediction, "
         + ("x0-MSE in pixel space." if tc.get("loss", "x0") == "x0" else "velocity MSE (train_u1's `v` loss: x0-MSE / max(1 - t, t_eps)^2) in pixel space."),
         "- Both towers trained jointly from scratch: the understanding tower is the text encoder (prefix K/V with gradients,",
         "  one exact padded pass per step, checked against the pack's `GenerationTower(PrefixTower.encode(...))` at start).",
