@@ -149,3 +149,22 @@ def test_committed_base_keeps_a_nearly_clean_scene(zi):
 
     (result,) = diagnose_denoising.diagnose(BASE, prompts=12, levels=(0.1,))
     assert result["s0"] == 0.1 and result["accuracy"] >= 0.9, result
+
+
+def test_installing_replaces_a_stale_model_of_the_same_size(tmp_path):
+    """Retrained weights keep their size: an installed copy is replaced unless its bytes are the source's."""
+    import assets
+
+    src, dst = tmp_path / "model.safetensors", tmp_path / "base" / "model.safetensors"
+    src.write_bytes(b"old weights")
+    assets._place(src, dst)
+    assert dst.read_bytes() == b"old weights"
+    src.unlink()  # what git does on checkout: a new file, not a write through the old link
+    src.write_bytes(b"new weights")
+    assets._place(src, dst)
+    assert dst.read_bytes() == b"new weights"
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(b"new weights")
+    inode = dst.stat().st_ino
+    assets._place(copy, dst)  # identical bytes: left alone
+    assert dst.stat().st_ino == inode

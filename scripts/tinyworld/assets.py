@@ -6,13 +6,15 @@
                    # base/input/tinyworld_<style>/ (the style set's captioned training images)
 
 Files are hard-linked where the file system allows (copied otherwise), so a
-ComfyUI base directory costs no space; an existing file of the same size is
-kept. The text encoder is written from its seed (``make_demo_model``): its real
+ComfyUI base directory costs no space; an existing file is kept only when its
+bytes are the source's (retrained weights have the same size as the old ones,
+so a size check would keep a stale model). The text encoder is written from its seed (``make_demo_model``): its real
 Qwen vocabulary makes it 10 MB, too large to commit beside the models.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +36,8 @@ STYLE_FOLDER = "tinyworld_{style}"
 
 
 def _place(src: Path, dst: Path) -> Path:
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size:
+    """``src`` at ``dst`` (hard link, else copy), atomically; an identical ``dst`` is left alone."""
+    if dst.is_file() and (os.path.samefile(src, dst) or filecmp.cmp(src, dst, shallow=False)):
         return dst
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".partial")
