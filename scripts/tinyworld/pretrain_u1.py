@@ -21,9 +21,10 @@ Trained as U1 trains (spec 5.3 to 5.7), from scratch, both towers jointly:
   ``configs/official_alignment.yaml`` (spec 5.13; also that of pixel-space
   x-prediction transformers such as JiT):
   71.4% content on 200 held-out prompts against 62.2% for ``x0`` and uniform t,
-  both within the 45-minute budget. The x0 loss weights every t alike, so the
-  nearly clean end, where an x0 model must learn to keep what it sees, gets
-  little gradient; the v loss weights it by 1 / (1 - t)^2 (see :data:`TINY_U1`).
+  both within the 45-minute budget. Why is not settled: the v loss weights the
+  nearly clean end by 1 / (1 - t)^2, yet the model's error there barely moved
+  (:data:`TINY_U1`), and logit-normal t draws more of the noisy steps where
+  layout and binding are decided; the two were not measured apart.
   train_u1's small-data ablation (spec 5.13) found v and logit-normal t worse for
   *fine-tuning* 56 style images; that is a different question (and
   ``ablation.py`` measures it on this model);
