@@ -33,7 +33,7 @@ def step_seconds(width: int, bf16: bool, steps: int, prefixes) -> float:
     prefix, gen = pu.init_towers(pu.tiny_u1(width), tc.seed)
     torch.nn.init.normal_(pu.output_layer(gen).weight, std=0.02)  # a live head, as after the first updates
     params = [p for _, p in pu._named_params(prefix, gen)]
-    opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
+    opt = pu.optimizer(params, tc)
     times = []
     for step in range(steps):
         start = time.perf_counter()

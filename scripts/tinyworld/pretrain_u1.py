@@ -355,6 +355,11 @@ def train_step(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: P
             "t_mean": float(t.mean()), "n_uncond": int((~bt.cond).sum())}
 
 
+def optimizer(params: list, tc: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW as train_u1 (betas 0.9 / 0.95) with ``tc``'s learning rate and weight decay; :func:`update` sets the rate per step."""
+    return torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
+
+
 def update(step: int, prefix: PrefixTower, gen: GenerationTower, prefixes: Prefixes, tc: TrainConfig, opt: torch.optim.Optimizer, params: list) -> dict:
     """One optimizer update: the step's learning rate, :func:`train_step`, gradient clipping, AdamW; its log record with ``grad_norm``."""
     for group in opt.param_groups:
@@ -641,7 +646,7 @@ def main(argv=None) -> None:
     prefix, gen = init_towers(cfg, tc.seed)
     params = [p for _, p in _named_params(prefix, gen)]
     log.info("tiny U1: %.2f M parameters (%d tensors); system prefix %d tokens", sum(p.numel() for p in params) / 1e6, len(params), len(prefixes.system))
-    opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
+    opt = optimizer(params, tc)
     ema = {k: v.detach().clone() for k, v in {**prefix.state_dict(), **gen.state_dict()}.items()}
     step, elapsed = 0, 0.0
     log_path = out / "train_log.jsonl"
