@@ -4,7 +4,7 @@
 
 The step is ``scripts/tinyworld/pretrain_u1.py``'s own: render the step's batch
 (32 scenes), noise it, one padded pass of both towers, x0-MSE, backward, clipping, AdamW
-update (:func:`pretrain_u1.update`). For each (vision width, dtype) a fresh model runs ``--steps`` steps; the
+update (:func:`pretrain_u1.update`). For each (vision width, token size, dtype) a fresh model runs ``--steps`` steps; the
 first two are dropped (allocator and oneDNN warm-up) and the median of the rest
 is kept. Settings are interleaved round-robin over ``--rounds`` rounds, so load
 changes on a shared machine hit all of them alike; the table gives the median
@@ -27,10 +27,10 @@ import pretrain_u1 as pu  # noqa: E402  (registers the pack as ``flowlora``)
 from flowlora.trainer_core.models.u1 import prompts  # noqa: E402
 
 
-def step_seconds(width: int, bf16: bool, steps: int, prefixes) -> float:
+def step_seconds(width: int, token_px: int, bf16: bool, steps: int, prefixes) -> float:
     """Median wall seconds of one full pretraining step (batch 32) after two warm-up steps."""
     tc = pu.TrainConfig(bf16=bf16)
-    prefix, gen = pu.init_towers(pu.tiny_u1(width), tc.seed)
+    prefix, gen = pu.init_towers(pu.tiny_u1(width, token_px), tc.seed)
     torch.nn.init.normal_(pu.output_layer(gen).weight, std=0.02)  # a live head, as after the first updates
     params = [p for _, p in pu._named_params(prefix, gen)]
     opt = pu.optimizer(params, tc)
@@ -45,22 +45,23 @@ def step_seconds(width: int, bf16: bool, steps: int, prefixes) -> float:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--widths", type=int, nargs="+", default=[64, 192])
+    ap.add_argument("--token-px", type=int, nargs="+", default=[8], help="generation token sizes (8: 64 tokens per 64 x 64 image; 4: 256)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     prefixes = pu.Prefixes(prompts.load_tokenizer(REPO / "scripts" / "tinyworld" / "models" / "u1"))
-    settings = [(w, bf16) for w in args.widths for bf16 in (False, True)]
-    runs: dict[tuple[int, bool], list[float]] = {s: [] for s in settings}
+    settings = [(w, px, bf16) for w in args.widths for px in args.token_px for bf16 in (False, True)]
+    runs: dict[tuple[int, int, bool], list[float]] = {s: [] for s in settings}
     for r in range(args.rounds):
         for s in settings[r % len(settings) :] + settings[: r % len(settings)]:
             runs[s].append(step_seconds(*s, args.steps, prefixes))
-    print(f"| vision width | dtype | s/step (median of {args.rounds} rounds) | vs fp32 |")
-    print("|---|---|---|---|")
-    for w, bf16 in settings:
-        med = statistics.median(runs[(w, bf16)])
-        print(f"| {w} | {'bf16 autocast' if bf16 else 'fp32'} | {med:.3f} | {statistics.median(runs[(w, False)]) / med:.2f}x |")
+    print(f"| vision width | token px | dtype | s/step (median of {args.rounds} rounds) | vs fp32 |")
+    print("|---|---|---|---|---|")
+    for w, px, bf16 in settings:
+        med = statistics.median(runs[(w, px, bf16)])
+        print(f"| {w} | {px} | {'bf16 autocast' if bf16 else 'fp32'} | {med:.3f} | {statistics.median(runs[(w, px, False)]) / med:.2f}x |")
 
 
 if __name__ == "__main__":

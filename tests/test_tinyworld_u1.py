@@ -102,6 +102,24 @@ def test_pretraining_refuses_to_resume_a_state_of_another_model(tmp_path):
         pretrain_u1.main([*common, "--steps", "2"])
 
 
+def test_pretraining_token_size_option(tmp_path):
+    """``--token-px 4``: patch_size 2 in config.json, 256 tokens per 64 x 64 image at noise scale 1 (as 64 at 8 px); odd sizes refused."""
+    from tinyworld import pretrain_u1
+
+    for px, tokens in ((8, 64), (4, 256)):
+        cfg = pretrain_u1.tiny_u1(64, px)
+        assert cfg.token_px == px and cfg.token_grid(64, 64) == (64 // px, 64 // px) and (64 // px) ** 2 == tokens
+        assert cfg.noise_scale_for_image(64, 64) == 1.0 and cfg.noise_scale_for_image(128, 128) == 2.0
+    assert pretrain_u1.tiny_u1() == pretrain_u1.TINY_U1 and pretrain_u1.TINY_U1.to_dict() == U1Config.from_json(MODEL / "config.json").to_dict()
+    with pytest.raises(ValueError, match="token_px = 5"):
+        pretrain_u1.tiny_u1(64, 5)
+    common = ["--out", str(tmp_path / "o"), "--state", str(tmp_path / "s"), "--batch", "2", "--eval-every", "0", "--threads", "1"]
+    pretrain_u1.main([*common, "--steps", "1", "--fresh", "--token-px", "4"])
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["vision_config"]["patch_size"] == 2
+    with pytest.raises(ValueError, match=r"state\.json.*--token-px 8"):
+        pretrain_u1.main([*common, "--steps", "2"])
+
+
 def test_pretraining_losses_are_train_u1s_x0_and_v():
     """``x0``: x0-MSE; ``v``: x0-MSE / max(1 - t, 0.05)^2 per sample (spec 5.6); anything else is refused by name."""
     from tinyworld import pretrain_u1

@@ -51,8 +51,9 @@ def load(folder: Path, shift: float = 3.0, t_eps: float = 0.05, weight_dtype: st
     return u1m.load_u1_model(str(folder), shift, t_eps, weight_dtype), u1m.load_u1_text_encoder(str(folder), weight_dtype)
 
 
-def sample(patcher, encoder, prompts: list[str], steps: int = 50, cfg: float = 4.0, seed: int = 0, max_batch: int = 64):
-    """float IMAGE ``(B, 64, 64, 3)`` in [0, 1], one per prompt, in order.
+def sample(patcher, encoder, prompts: list[str], steps: int = 50, cfg: float = 4.0, seed: int = 0, max_batch: int = 64,
+           sampler: str = "euler", scheduler: str = "simple"):
+    """float IMAGE ``(B, 64, 64, 3)`` in [0, 1], one per prompt, in order (KSampler ``sampler`` / ``scheduler``).
 
     Prompts are grouped by prefix length; each group runs as KSampler batches
     of at most ``max_batch`` with seed ``seed + index of the group's first prompt``.
@@ -76,18 +77,24 @@ def sample(patcher, encoder, prompts: list[str], steps: int = 50, cfg: float = 4
             cond = torch.cat([encoded[i][0][0][0] for i in chunk], dim=0)
             positive = [[cond, {"u1_prefix_length": cond.shape[1]}]]
             latent = {"samples": torch.zeros(len(chunk), 3, 64, 64)}
-            (samples,) = nodes.common_ksampler(patcher, seed + chunk[0], steps, cfg, "euler", "simple", positive, negative, latent)
+            (samples,) = nodes.common_ksampler(patcher, seed + chunk[0], steps, cfg, sampler, scheduler, positive, negative, latent)
             (images,) = nodes.VAEDecode().decode(vae, samples)
             out[chunk] = images.float().cpu()
     return out
 
 
-def evaluate(folder: Path, count: int = 200, steps: int = 50, cfg: float = 4.0, seed: int = 0, weight_dtype: str = "checkpoint") -> tuple[dict, object]:
-    """Metrics of ``count`` held-out prompts and the images."""
-    patcher, encoder = load(folder, weight_dtype=weight_dtype)
-    scenes = heldout_scenes(count)
+def evaluate(folder: Path, count: int = 200, steps: int = 50, cfg: float = 4.0, seed: int = 0, weight_dtype: str = "checkpoint",
+             sampler: str = "euler", scheduler: str = "simple", shift: float = 3.0, first: int = 0) -> tuple[dict, object]:
+    """Metrics of held-out prompts ``first .. first + count - 1`` and the images.
+
+    The model cards report prompts 0-199; settings are chosen on prompts from
+    another range (``first`` 1000, ``sweep_u1_sampling.py``) so that the
+    reported figure is not the one they were picked on.
+    """
+    patcher, encoder = load(folder, shift=shift, weight_dtype=weight_dtype)
+    scenes = heldout_scenes(count, first)
     start = time.perf_counter()
-    images = sample(patcher, encoder, [world.caption(s) for s in scenes], steps, cfg, seed)
+    images = sample(patcher, encoder, [world.caption(s) for s in scenes], steps, cfg, seed, sampler=sampler, scheduler=scheduler)
     seconds = time.perf_counter() - start
     scores = score_images(images, scenes)
     metrics = {
@@ -95,8 +102,9 @@ def evaluate(folder: Path, count: int = 200, steps: int = 50, cfg: float = 4.0, 
         "prompts": count,
         "steps": steps,
         "cfg": cfg,
-        "shift": 3.0,
-        "sampler": "euler / simple (ComfyUI common_ksampler)",
+        "shift": shift,
+        "sampler": f"{sampler} / {scheduler} (ComfyUI common_ksampler)",
+        **({"first_prompt": first} if first else {}),
         "seed": seed,
         "weight_dtype": weight_dtype,
         "content_accuracy": accuracy(scores),
@@ -137,6 +145,10 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sampler", default="euler", help="KSampler sampler_name")
+    ap.add_argument("--scheduler", default="simple", help="KSampler scheduler (simple = U1's exact t grid)")
+    ap.add_argument("--shift", type=float, default=3.0, help="the loader's shift (U1's official 3)")
+    ap.add_argument("--first", type=int, default=0, help="first held-out prompt index (the cards report 0-199)")
     ap.add_argument("--weight-dtype", default="checkpoint", help="the loader's weight_dtype: checkpoint (bf16), float32, ...")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--json", type=Path, help="write the metrics here")
@@ -146,13 +158,14 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    metrics, images = evaluate(args.model, args.prompts, args.steps, args.cfg, args.seed, args.weight_dtype)
+    metrics, images = evaluate(args.model, args.prompts, args.steps, args.cfg, args.seed, args.weight_dtype,
+                               args.sampler, args.scheduler, args.shift, args.first)
     print(json.dumps(metrics, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if args.grid:
-        write_grid(images[:32], heldout_scenes(min(32, args.prompts)), args.grid)
+        write_grid(images[:32], heldout_scenes(min(32, args.prompts), args.first), args.grid)
     if args.json and args.json.resolve().parent == args.model.resolve() and (args.model / "training.json").is_file():
         from tinyworld.pretrain_u1 import write_model_card
 

@@ -90,7 +90,7 @@ from flowlora.trainer_core.models.u1.layers import attend  # noqa: E402
 from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa: E402
 from flowlora.trainer_core.models.u1.towers import GenerationTower, PrefixTower, image_positions, text_positions  # noqa: E402
 
-from . import schedule, u1_tokenizer  # noqa: E402
+from . import hardware, schedule, u1_tokenizer  # noqa: E402
 from .content import BINDING_NOTE, CONFUSION_NOTE, accuracy, by_object_count_markdown, confusion_markdown, score_images  # noqa: E402
 from .render import batch as render_batch  # noqa: E402
 from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, caption, scene  # noqa: E402
@@ -100,12 +100,18 @@ log = logging.getLogger("pretrain_u1")
 VOCAB = 768
 """Model vocabulary: the tokenizer's ids (715) rounded up to a multiple of 64, as Qwen pads its table."""
 
-def tiny_u1(vision_width: int = 64) -> U1Config:
+def tiny_u1(vision_width: int = 64, token_px: int = 8) -> U1Config:
     """The tiny U1: hidden 256, 4 layers per tower, 4 query / 2 KV heads of 64, SwiGLU 768,
-    vision width ``vision_width``, 8-px tokens; every other field (noise scale law, t_eps, head) official."""
+    vision width ``vision_width``, ``token_px``-px generation tokens (``patch_size`` ``token_px / 2``,
+    ``downsample_ratio`` 0.5 as the official 16 / 0.5); ``noise_scale_base_image_seq_len`` is the token count
+    of a 64 x 64 image (64 at 8 px, official), so the world's images get noise scale 1 whatever the token size;
+    every other field (noise scale law, t_eps, head) official."""
+    if token_px % 2 or token_px < 2:
+        raise ValueError(f"token_px = {token_px}: the generation token is patch_size / downsample_ratio 0.5, so it must be an even number of pixels")
     return U1Config(
         llm=LLMConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=VOCAB),
-        vision=VisionConfig(hidden_size=vision_width, patch_size=4, downsample_ratio=0.5),
+        vision=VisionConfig(hidden_size=vision_width, patch_size=token_px // 2, downsample_ratio=0.5),
+        noise_scale_base_image_seq_len=(64 // token_px) ** 2,
     )
 
 
@@ -500,7 +506,9 @@ def plot_loss(log_path: Path, png: Path) -> None:
 
 
 CARD_COMMANDS = """\
-    # pretrain this checkpoint (resumes from --state when interrupted: rerun it without --fresh; --minutes caps the total training time)
+    # pretrain this checkpoint (resumes from --state when interrupted: rerun it without --fresh; --minutes caps the total training time).
+    # --bf16 is for CPUs with AMX or AVX-512 BF16 (this run: 0.59 s/step); elsewhere autocast is emulated (20 s/step on an
+    # AVX2 EPYC, where the script warns): drop --bf16 and --minutes there (fp32: 0.82 s/step, about 62 min; bench/RESULTS.md)
     .venv/bin/python scripts/tinyworld/pretrain_u1.py --out scripts/tinyworld/models/u1 --steps 4500 --decay-steps 4500 --decay-to 0.1 --threads 2 --bf16 --loss v --t-law logit_normal --minutes 45 --eval-every 12 --fresh
     # evaluate through ComfyUI (pack U1 loader, U1 Prompt Encode, stock KSampler euler/simple, pixel_space VAE)
     .venv/bin/python scripts/tinyworld/evaluate_u1.py scripts/tinyworld/models/u1 --prompts 200 --steps 50 --cfg 4 --json scripts/tinyworld/models/u1/metrics.json --grid scripts/tinyworld/models/u1/samples.png
@@ -568,7 +576,8 @@ def write_model_card(out: Path) -> None:
         + f"; clip {tc['clip']}; "
         f"batch {tc['batch']}; EMA {tc['ema']} (the exported weights); seed {tc['seed']}; "
         + ("bf16 autocast over fp32 weights" if tc.get("bf16") else "fp32 training") + ", bf16 export.",
-        f"- This checkpoint: step {info['step']}, {info['train_minutes']} training minutes on {info['threads']} CPU thread(s)"
+        f"- This checkpoint: step {info['step']}, {info['train_minutes']} training minutes on "
+        + (hardware.describe(info["cpu"]) if "cpu" in info else f"{info['threads']} CPU thread(s)")
         + (f"; x0-MSE {np.mean(losses[:20]):.4f} (first 20 steps) -> {np.mean(losses[-50:]):.4f} (last 50 steps)." if len(losses) >= 50 else "."),
         "",
         "![loss](loss.png)",
@@ -626,12 +635,14 @@ def main(argv=None) -> None:
     ap.add_argument("--t-law", choices=T_LAWS, default=TrainConfig.t_law)
     ap.add_argument("--loss", choices=list(LOSSES), default=TrainConfig.loss, help="train_u1's loss_type: x0 (default) or v")
     ap.add_argument("--vision-width", type=int, default=TINY_U1.vision.hidden_size, help="vision_config.hidden_size of the patch embedder (the shipped model: 64)")
+    ap.add_argument("--token-px", type=int, default=TINY_U1.token_px, help="generation token size in pixels (the shipped model: 8, 64 tokens at 64 x 64; 4 gives 256)")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (weights, optimizer and EMA stay fp32; faster on CPUs with AMX)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     tc = TrainConfig(seed=args.seed, batch=args.batch, lr=args.lr, warmup=args.warmup, threads=args.threads, p_uncond=args.p_uncond, ema=args.ema, t_law=args.t_law, loss=args.loss,
                      decay_steps=args.decay_steps, decay_to=args.decay_to, bf16=args.bf16)
     torch.set_num_threads(tc.threads)
+    hardware.warn_if_bf16_emulated(tc.bf16, log)
     out, state_dir = args.out, args.state
     out.mkdir(parents=True, exist_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -642,7 +653,7 @@ def main(argv=None) -> None:
     if len(tokenizer) > VOCAB:
         raise ValueError(f"tokenizer in {out} has {len(tokenizer)} ids > model vocab_size {VOCAB}")
     prefixes = Prefixes(tokenizer)
-    cfg = tiny_u1(args.vision_width)
+    cfg = tiny_u1(args.vision_width, args.token_px)
     prefix, gen = init_towers(cfg, tc.seed)
     params = [p for _, p in _named_params(prefix, gen)]
     log.info("tiny U1: %.2f M parameters (%d tensors); system prefix %d tokens", sum(p.numel() for p in params) / 1e6, len(params), len(prefixes.system))
@@ -653,7 +664,7 @@ def main(argv=None) -> None:
     if (state_dir / "state.json").is_file() and not args.fresh:
         saved = json.loads((state_dir / "state.json").read_text()).get("model_config")
         if saved != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(f"{state_dir / 'state.json'}: its model_config is not this run's (--vision-width {args.vision_width}); pass --fresh or the state's options")
+            raise ValueError(f"{state_dir / 'state.json'}: its model_config is not this run's (--vision-width {args.vision_width} --token-px {args.token_px}); pass --fresh or the state's options")
         step, elapsed = load_state(state_dir, prefix, gen, ema, opt)
         log.info("resumed at step %d (%.1f min trained)", step, elapsed / 60)
         _truncate_log(log_path, step)
@@ -697,7 +708,7 @@ def main(argv=None) -> None:
 def _checkpoint(out, state_dir, step, elapsed, prefix, gen, ema, opt, tc, cfg, log_path) -> None:
     save_state(state_dir, step, elapsed, prefix, gen, ema, opt, tc, cfg)
     export(out, ema, cfg)
-    files.write_json(out / "training.json", {"step": step, "train_minutes": round(elapsed / 60, 2), "train_config": asdict(tc), "threads": torch.get_num_threads()})
+    files.write_json(out / "training.json", {"step": step, "train_minutes": round(elapsed / 60, 2), "train_config": asdict(tc), "threads": torch.get_num_threads(), "cpu": hardware.cpu_description()})
     plot_loss(log_path, out / "loss.png")
     write_model_card(out)
     log.info("checkpoint: step %d -> %s (state %s)", step, out, state_dir)

@@ -76,6 +76,7 @@ for _p in (str(REPO / "scripts"), str(REPO)):
 from flowlora_tiny import TINY_PIXEL_ZIMAGE_EXTRA, TINY_PIXEL_ZIMAGE_WIDTH, TINY_TEXT_ENCODER  # noqa: E402
 
 import tinyworld as tw  # noqa: E402
+from tinyworld import hardware  # noqa: E402
 from tinyworld.schedule import lr_at  # noqa: E402
 
 log = logging.getLogger("pretrain_zimage")
@@ -588,6 +589,7 @@ def setup(args) -> CaptionEncoder:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    hardware.warn_if_bf16_emulated(args.bf16, log)
     import_comfy()
     encoder = CaptionEncoder(load_text_encoder())
     encoder.check(["", tw.caption(tw.scene(0)), tw.caption(tw.scene(1))])
