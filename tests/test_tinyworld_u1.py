@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from flowlora.trainer_core.errors import ConfigError
 from flowlora.trainer_core.models.u1 import U1Config, build_towers
 from flowlora.trainer_core.models.u1.checkpoint import INDEX_NAME, read_weight_map
 from harness import REPO
@@ -51,6 +52,9 @@ def test_loads_through_pack_loader(loaded):
     cfg = patcher.model.u1_config
     assert cfg.token_px == 8 and cfg.token_grid(64, 64) == (8, 8)
     assert patcher.model.model_sampling.u1_noise_scale(torch.zeros(1, 3, 64, 64)) == 1.0  # 64 own tokens: s_eff = sqrt(64 / 64)
+    assert patcher.model.model_sampling.u1_noise_scale(torch.zeros(1, 3, 128, 128)) == 2.0
+    with pytest.raises(ConfigError, match="multiples of 8"):  # not a whole number of tokens: named when the sampler first noises
+        patcher.model.model_sampling.u1_noise_scale(torch.zeros(1, 3, 64, 60))
     assert all(v.dtype == torch.bfloat16 for v in patcher.model.diffusion_model.state_dict().values())
     assert encoder.source == str(MODEL)  # the checkpoint's own tokenizer, not ComfyUI's bundled Qwen
     assert len(encoder.tokenizer) <= cfg.llm.vocab_size

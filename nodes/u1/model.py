@@ -103,9 +103,12 @@ class U1ModelSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.mode
         return raw_x0(model_input, denoised, _sigma_view(sigma, denoised), self.u1_t_eps)
 
     def u1_noise_scale(self, x: torch.Tensor) -> float:
-        """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``: N counts the model's own tokens (official: 32 px)."""
-        px = self.u1_config.token_px
-        return self.u1_config.noise_scale_for((x.shape[-2] // px) * (x.shape[-1] // px))
+        """``s_eff`` for an image-shaped tensor ``(B, 3, H, W)``: N counts the model's own tokens (official: 32 px).
+
+        A size that is not a whole number of tokens raises the model's ConfigError here, when the
+        sampler first noises the latent, rather than later inside the forward.
+        """
+        return self.u1_config.noise_scale_for_image(*x.shape[-2:])
 
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         """``z = (1 - sigma) * x0 + sigma * s_eff * eps`` (U1's ``t * x0 + (1 - t) * s * eps``)."""

@@ -88,7 +88,7 @@ def evaluate(folder: Path, count: int = 200, steps: int = 50, cfg: float = 4.0, 
     """Metrics of held-out prompts ``first .. first + count - 1`` and the images.
 
     The model cards report prompts 0-199; settings are chosen on prompts from
-    another range (``first`` 1000, ``sweep_u1_sampling.py``) so that the
+    another range (``first`` 1000, ``sweep_sampling.py``) so that the
     reported figure is not the one they were picked on.
     """
     patcher, encoder = load(folder, shift=shift, weight_dtype=weight_dtype)
