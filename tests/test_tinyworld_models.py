@@ -168,3 +168,18 @@ def test_installing_replaces_a_stale_model_of_the_same_size(tmp_path):
     inode = dst.stat().st_ino
     assets._place(copy, dst)  # identical bytes: left alone
     assert dst.stat().st_ino == inode
+
+
+def test_sampling_sweep_at_the_cards_settings_samples_as_the_card(zi, tmp_path):
+    """sweep_sampling.py's Turbo row at shift 3 (the stock ModelSamplingAuraFlow on the loaded model, the model's own
+    shift) scores what evaluate_zimage scores unpatched on the same validation prompts; the cards' prompts are refused."""
+    import sweep_sampling
+
+    rows = tmp_path / "rows.jsonl"
+    sweep_sampling.main(["turbo", "--prompts", "3", "--json", str(rows)])
+    (row,) = [json.loads(line) for line in rows.read_text().splitlines()]
+    direct, _ = zi.evaluate(TURBO, 3, 8, 1.0, first=1000)
+    assert (row["first_prompt"], row["steps"], row["cfg"], row["sampler"], row["scheduler"]) == (1000, 8, 1.0, "euler", "simple")
+    assert row["content_accuracy"] == direct["accuracy"] and row["per_attribute"]["shape"] == direct["shape_accuracy"]
+    with pytest.raises(SystemExit, match="--first 100"):
+        sweep_sampling.main(["turbo", "--first", "100"])
