@@ -5,7 +5,8 @@
 The model is the pack's own U1 (``trainer_core.models.u1``: both towers, the
 official key names, the sharded layout, config.json), small: see
 :data:`TINY_U1`. Pixel space, 8-px generation tokens (``vision_config.patch_size``
-4, ``downsample_ratio`` 0.5), so a 64 x 64 image is 8 x 8 = 64 tokens.
+4, ``downsample_ratio`` 0.5), so a 64 x 64 image is 8 x 8 = 64 tokens
+(``--token-px 4``: 256 tokens, 3.0x the step time, not trained to the end).
 
 Trained as U1 trains (spec 5.3 to 5.7), from scratch, both towers jointly:
 
@@ -43,7 +44,9 @@ Trained as U1 trains (spec 5.3 to 5.7), from scratch, both towers jointly:
 AdamW (betas 0.9 / 0.95), linear warm-up then constant learning rate, gradient
 clipping, an EMA of the weights (what is exported). ``--bf16`` runs the forward
 and backward under bfloat16 autocast (train_u1 trains in bf16; 0.62 against
-0.76 s per batch-32 step on this 2-core AMX CPU, ``bench/bench_tiny_u1_pretrain.py``), weights, optimizer and EMA in fp32. Every batch is a function of
+0.76 s per batch-32 step on a 2-core AMX CPU, ``bench/bench_tiny_u1_pretrain.py``), weights, optimizer and EMA in fp32;
+on a CPU without AMX or AVX-512 BF16 autocast is emulated (20.1 s against 0.82 s fp32
+on a 2-core AVX2 EPYC) and the script warns (:mod:`.hardware`). Every batch is a function of
 ``(seed, step)`` only, so a resumed run continues the same trajectory.
 ``--minutes`` is the total training time over all resumes; ``--steps`` stops at
 a step count instead (machine independent). ``--threads 1`` when other jobs
