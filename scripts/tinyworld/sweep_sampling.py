@@ -18,6 +18,7 @@ a markdown table, best first; ``--json`` appends one record per setting.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -40,6 +41,13 @@ KINDS = {
 """Each model and the steps / cfg its card reports."""
 
 
+@functools.cache
+def _zimage_text_encoder():
+    """The tiny text encoder, loaded once for every Z-Image setting of a sweep."""
+    ez.pz.import_comfy()
+    return ez.pz.load_text_encoder()
+
+
 def measure(kind: str, model: Path, shift: float, sampler: str, scheduler: str, prompts: int, first: int, steps: int, cfg: float) -> dict:
     """Content accuracy and per attribute of one setting: ``{"content_accuracy", "per_attribute": {shape, colour, position}}``."""
     if kind == "u1":
@@ -49,7 +57,7 @@ def measure(kind: str, model: Path, shift: float, sampler: str, scheduler: str, 
     from comfy_extras.nodes_model_advanced import ModelSamplingAuraFlow
 
     patched = ModelSamplingAuraFlow().patch_aura(ez.load_unet(model), shift)[0]
-    m, _ = ez.evaluate(model, prompts, steps, cfg, model=patched, sampler=sampler, scheduler=scheduler, first=first)
+    m, _ = ez.evaluate(model, prompts, steps, cfg, clip=_zimage_text_encoder(), model=patched, sampler=sampler, scheduler=scheduler, first=first)
     return {"content_accuracy": m["accuracy"], "per_attribute": {k: m[f"{k}_accuracy"] for k in ("shape", "colour", "position")}}
 
 
