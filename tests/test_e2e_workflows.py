@@ -12,7 +12,9 @@ with tiny stand-in model files under the names the workflow expects
   UNETLoader and VAELoader and the pack's U1 loader load their stand-ins as
   they are (the tiny Z-Image width is registered with ComfyUI's detection);
 - sampling latents and training previews are 64 x 64 pixels, U1 trains 3 steps
-  (not 6000) and samples and previews 6 Euler steps (not 50), grid cells are 96 px;
+  (not 6000) on its 64 x 64 images as they are (``allow_upscale`` off, not stretched
+  to U1's 4 MP buckets) and samples and previews 6 Euler steps (not 50), grid cells
+  are 96 px;
   everything else (recipes, cfg, previews every 10% of the run,
   shift, seeds, epochs of the AC-RF and demo graphs) is as shipped.
 

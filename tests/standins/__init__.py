@@ -15,8 +15,11 @@ What is substituted, and why (see :func:`adapt_for_test`):
   The stand-in calls the same ``comfy.sd.load_clip`` with ComfyUI's
   ``qwen3_4b_model_config`` option; detection, classes and tokenizer are ComfyUI's.
 - Sizes and lengths: sampling latents 64 x 64 pixels, U1 training 3 steps
-  instead of 6000, U1 sampling 6 steps instead of 50, so the suite stays small on
-  2 CPU cores. The AC-RF and demo training lengths are kept (10 epochs over
+  instead of 6000, U1 sampling 6 steps instead of 50, U1 datasets with
+  ``allow_upscale`` off (the 64 x 64 stand-in images train at 64 x 64 in U1's
+  nearest official bucket shape instead of being stretched to its 4 MP:
+  4,096 tokens a step made the U1 graphs most of the suite's time), so the
+  suite stays small on 2 CPU cores. The AC-RF and demo training lengths are kept (10 epochs over
   4 images; 40 steps).
 
 The diffusion model (stock UNETLoader), the VAE (stock VAELoader; the real
@@ -94,5 +97,7 @@ def adapt_for_test(prompt: dict) -> dict:
                 inputs.update(steps=U1_SAMPLE_STEPS)
         elif kind == "FlowLoRAImageGrid":
             inputs.update(cell_size=96)
+        elif kind == "FlowLoRADataset" and inputs.get("bucket_mode") == "sensenova_u1":
+            inputs.update(allow_upscale=False)  # the 64 x 64 stand-in images train at 64 x 64, not stretched to 4 MP
         out[node_id] = node
     return out
