@@ -773,6 +773,10 @@ TINYWORLD_STEPS = 600
 """Optimizer updates of the Turbo demo LoRA (batch 4): about a minute on 2 CPU cores."""
 TINYWORLD_U1_STEPS = 300
 """Steps of the U1 demo LoRA (batch 1, the report's)."""
+TINYWORLD_U1_STRENGTH = 0.6
+"""LoRA strength of the U1 demo's trained model: chosen on validation prompts, held-out scenes 100-123
+(``scripts/tinyworld/ablation.py curve u1_baseline --every 100 --strengths 0.5 0.6 0.7 0.8``), none of the demo's:
+the largest strength there that lost under 5 points of content (2.9, style 0.69; at 0.7 and 0.8: 5.7 and 4.8)."""
 TINYWORLD_LORA = dict(preset="all_linear", rank=8, alpha=8.0)
 """The Turbo demo's LoRA: every Linear layer, not AC-RF's attention-only targets (on the tiny model the attention-only
 LoRA costs 15 points of content for the same style; docs/ABLATION.md)."""
@@ -875,8 +879,9 @@ and sharded layout, 8-pixel tokens on 64 x 64 RGB; `scripts/tinyworld/models/u1/
 with the U1 report's release recipe: x0 loss, uniform t, no condition dropout,
 AdamW betas (0.9, 0.95) without clipping (train_u1's), rank 8 plus fm_modules in full.
 {TINYWORLD_U1_STEPS} steps of batch 1, then {TINYWORLD_PROMPT_COUNT} held-out prompts
-sampled before and after (50 Euler steps, cfg 4, shift 3, same seeds) and measured by
-Style Distance and Content Accuracy.
+sampled before and after (50 Euler steps, cfg 4, shift 3, same seeds; after with the
+LoRA at strength {TINYWORLD_U1_STRENGTH:g}, chosen on other held-out prompts as the Turbo
+demo's) and measured by Style Distance and Content Accuracy.
 """
 
 
@@ -902,10 +907,10 @@ def tinyworld_u1() -> Workflow:
     conds = [wf.add("FlowLoRAU1PromptEncode", (1660, i * 260), node_title=f"prompt {i + 1}", text_encoder=loader["text_encoder"], prompt=text, think="") for i, text in enumerate(prompts)]
     preview = u1_preview(wf, shared, conds[:4], 64, 840, 1300)
     trainer = wf.add(
-        "FlowLoRALoraTrainer", (1260, 0), node_title=f"LoRA Trainer: {TINYWORLD_U1_STEPS} steps",
+        "FlowLoRALoraTrainer", (1260, 0), node_title=f"LoRA Trainer: {TINYWORLD_U1_STEPS} steps, output at strength {TINYWORLD_U1_STRENGTH:g}",
         model=loader["MODEL"], dataset=dataset["dataset"], timesteps=recipe["timesteps"]["timesteps"], loss=recipe["loss"]["loss"], lora=lora["lora"], optimizer=optimizer["optimizer"],
         steps=TINYWORLD_U1_STEPS, epochs=0, batch_size=1, seed=0, p_text=0.0, p_both=0.0, training_dtype="fp32", gradient_checkpointing=False, save_every=100,
-        output_name=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}", resume=False, overwrite=True, preview=preview["preview"],
+        output_name=f"flowlora/tinyworld_u1_{TINYWORLD_STYLE}", resume=False, overwrite=True, strength=TINYWORLD_U1_STRENGTH, preview=preview["preview"],
     )
     wf.group("4. Train", [trainer, previews_grid(wf, trainer, 1260, 1100)], GROUP_COLOURS["train"])
     latent = wf.add("EmptyChromaRadianceLatentImage", (1660, len(prompts) * 260), node_title="64 x 64 pixels", width=64, height=64, batch_size=1)

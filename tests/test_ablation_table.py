@@ -84,7 +84,7 @@ def test_the_doc_keeps_its_prose_and_replaces_only_the_table(results, tmp_path):
 
 
 def test_rows_are_named_clearly():
-    assert [r.name for r in ablation.select(["u1"])] == ["u1_baseline", "u1_a_velocity", "u1_b_logit_normal", "u1_c_dropout", "u1_d_all"]
+    assert [r.name for r in ablation.select(["u1"])] == ["u1_baseline", "u1_a_velocity", "u1_b_logit_normal", "u1_c_dropout", "u1_d_all", "u1_demo"]
     assert len(ablation.select(["all", "turbo_acrf"])) == len([r for r in ablation.ROWS.values() if not r.exploratory])
     assert ablation.select(["turbo_acrf_ffn"])[0].exploratory and ablation.ROWS["turbo_acrf_ffn"] not in ablation.STUDIES["turbo"]
     with pytest.raises(ValueError, match="row 'nope'"):
