@@ -15,7 +15,8 @@ What is substituted, and why (see :func:`adapt_for_test`):
   The stand-in calls the same ``comfy.sd.load_clip`` with ComfyUI's
   ``qwen3_4b_model_config`` option; detection, classes and tokenizer are ComfyUI's.
 - Sizes and lengths: sampling latents 64 x 64 pixels, U1 training 3 steps
-  instead of 6000, U1 sampling 6 steps instead of 50, U1 datasets with
+  instead of 6000, U1 sampling 6 steps instead of 50 (the U1 demo's before /
+  after samples excepted, see :func:`adapt_for_test`), U1 datasets with
   ``allow_upscale`` off (the 64 x 64 stand-in images train at 64 x 64 in U1's
   nearest official bucket shape instead of being stretched to its 4 MP:
   4,096 tokens a step made the U1 graphs most of the suite's time), so the
@@ -76,8 +77,12 @@ def prepare_base(base: Path) -> None:
     make_demo_model.write_dataset(base / "input" / specs.U1_DATASET, size=TEST_IMAGE)
 
 
-def adapt_for_test(prompt: dict) -> dict:
-    """The converted prompt with the stand-in text encoder loader and test sizes (module docstring)."""
+def adapt_for_test(prompt: dict, full_sampling: bool = False) -> dict:
+    """The converted prompt with the stand-in text encoder loader and test sizes (module docstring).
+
+    ``full_sampling``: the KSamplers keep their shipped step counts (a tiny-world demo, whose before / after metrics
+    are checked against the demo's own figures); training previews are shortened all the same.
+    """
     out = {}
     for node_id, node in prompt.items():
         node = {**node, "inputs": dict(node["inputs"])}
@@ -89,7 +94,7 @@ def adapt_for_test(prompt: dict) -> dict:
             inputs.update(width=TEST_IMAGE, height=TEST_IMAGE)
         elif kind == "FlowLoRALoraTrainer" and inputs.get("steps") == 6000:
             inputs.update(steps=U1_TRAIN_STEPS, save_every=2)
-        elif kind == "KSampler" and inputs.get("steps") == 50:
+        elif kind == "KSampler" and inputs.get("steps") == 50 and not full_sampling:
             inputs.update(steps=U1_SAMPLE_STEPS)
         elif kind == "FlowLoRATrainingPreview":
             inputs.update(width=TEST_IMAGE, height=TEST_IMAGE)
