@@ -14,8 +14,9 @@ with tiny stand-in model files under the names the workflow expects
 - sampling latents and training previews are 64 x 64 pixels, U1 trains 3 steps
   (not 6000) on its 64 x 64 images as they are (``allow_upscale`` off, not stretched
   to U1's 4 MP buckets) and samples and previews 6 Euler steps (not 50; the U1
-  tiny-world demo's before / after samples keep their 50), grid cells are 96 px;
-  everything else (recipes, cfg, previews every 10% of the run,
+  tiny-world demo's before / after samples keep their 50), training previews come at
+  0, 50 and 100% of the run (not every 10%), grid cells are 96 px;
+  everything else (recipes, cfg, preview settings otherwise,
   shift, seeds, epochs of the AC-RF and demo graphs) is as shipped.
 
 The tiny-world demos (``demo_tinyworld.json``, ``demo_tinyworld_u1.json``) run on

@@ -16,7 +16,9 @@ What is substituted, and why (see :func:`adapt_for_test`):
   ``qwen3_4b_model_config`` option; detection, classes and tokenizer are ComfyUI's.
 - Sizes and lengths: sampling latents 64 x 64 pixels, U1 training 3 steps
   instead of 6000, U1 sampling 6 steps instead of 50 (the U1 demo's before /
-  after samples excepted, see :func:`adapt_for_test`), U1 datasets with
+  after samples excepted, see :func:`adapt_for_test`), training previews at
+  0, 50 and 100% of the run (not every 10%: previews are tested on their own in
+  ``test_training_preview.py`` and ``test_server_previews.py``), U1 datasets with
   ``allow_upscale`` off (the 64 x 64 stand-in images train at 64 x 64 in U1's
   nearest official bucket shape instead of being stretched to its 4 MP:
   4,096 tokens a step made the U1 graphs most of the suite's time), so the
@@ -46,6 +48,8 @@ import make_demo_model  # noqa: E402
 TEST_IMAGE = 64
 U1_TRAIN_STEPS = 3
 U1_SAMPLE_STEPS = 6
+PREVIEW_PERCENT = 50
+"""Training previews at the start, halfway and at the end (the shipped graphs: every 10%, eleven previews)."""
 
 
 def link_tiny_package(base: Path) -> None:
@@ -97,7 +101,7 @@ def adapt_for_test(prompt: dict, full_sampling: bool = False) -> dict:
         elif kind == "KSampler" and inputs.get("steps") == 50 and not full_sampling:
             inputs.update(steps=U1_SAMPLE_STEPS)
         elif kind == "FlowLoRATrainingPreview":
-            inputs.update(width=TEST_IMAGE, height=TEST_IMAGE)
+            inputs.update(width=TEST_IMAGE, height=TEST_IMAGE, every_percent=PREVIEW_PERCENT)
             if inputs.get("steps") == 50:
                 inputs.update(steps=U1_SAMPLE_STEPS)
         elif kind == "FlowLoRAImageGrid":
