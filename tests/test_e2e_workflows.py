@@ -183,7 +183,6 @@ def check_tinyworld_demo(prompt: dict, entry: dict) -> None:
     import demo
 
     measured = demo.metrics(prompt, entry)
-    print(demo.summary(measured))
     style = measured["style after: score 0 = base look, 1 = style set"]
     before, after = measured["content before"]["content_accuracy"], measured["content after"]["content_accuracy"]
     assert style["style_score"] >= 0.6, demo.summary(measured)

@@ -55,7 +55,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -165,8 +165,8 @@ row(Row("u1_a_velocity", "u1", "(a) velocity loss", "velocity loss degrades reco
 row(Row("u1_b_logit_normal", "u1", "(b) logit-normal t", "logit-normal t degrades reconstruction (speckle)", timesteps=_LOGIT, loss=_X0))
 row(Row("u1_c_dropout", "u1", "(c) condition dropout 0.1 / 0.1", "dropout is harmless, slightly better structure", timesteps=_UNIFORM, loss=_X0, trainer=dict(p_text=0.1, p_both=0.1)))
 row(Row("u1_d_all", "u1", "(d) all three", "all three together distort structure most", timesteps=_LOGIT, loss=_V, trainer=dict(p_text=0.1, p_both=0.1)))
-row(Row("u1_demo", "u1", f"the demo: the baseline at strength {bw.TINYWORLD_U1_STRENGTH:g}", "the U1 demo's recipe, its strength chosen on validation prompts (curves below)",
-        timesteps=_UNIFORM, loss=_X0, strength=bw.TINYWORLD_U1_STRENGTH))
+row(replace(ROWS["u1_baseline"], name="u1_demo", label=f"the demo: the baseline at strength {bw.TINYWORLD_U1_STRENGTH:g}",
+            claim="the U1 demo's recipe, its strength chosen on validation prompts (curves below)", strength=bw.TINYWORLD_U1_STRENGTH))
 
 STUDIES = {study: [r for r in ROWS.values() if r.study == study and not r.exploratory] for study in ("turbo", "u1")}
 """The table's rows of each study (exploratory rows left out)."""
