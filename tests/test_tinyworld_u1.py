@@ -124,6 +124,26 @@ def test_pretraining_token_size_option(tmp_path):
         pretrain_u1.main([*common, "--steps", "2"])
 
 
+def test_pretraining_conv_decoder_head_option(tmp_path, comfy_root):
+    """``--head conv_decoder``: U1.5's ConvDecoder head and noise-scale max in config.json, and the checkpoint
+    loads through the pack's U1 loader with that head (a resumed state of the other head is refused)."""
+    from flowlora.nodes.u1 import model as u1m
+    from flowlora.trainer_core.models.u1.layers import ConvDecoderHead
+    from tinyworld import pretrain_u1
+
+    assert pretrain_u1.tiny_u1(head="conv_decoder").head_kind == "conv_decoder" and pretrain_u1.TINY_U1.head_kind == "mlp"
+    with pytest.raises(ValueError, match="head = 'deep'"):
+        pretrain_u1.tiny_u1(head="deep")
+    common = ["--out", str(tmp_path / "o"), "--state", str(tmp_path / "s"), "--batch", "2", "--eval-every", "0", "--threads", "1"]
+    pretrain_u1.main([*common, "--steps", "1", "--fresh", "--head", "conv_decoder"])
+    saved = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert saved["use_pixel_head"] is True and saved["noise_scale_max_value"] == 16.0
+    patcher = u1m.load_u1_model(str(tmp_path / "o"), 3.0, 0.05, "float32")
+    assert isinstance(patcher.model.diffusion_model.fm_modules["fm_head"], ConvDecoderHead)
+    with pytest.raises(ValueError, match=r"state\.json.*--head mlp"):
+        pretrain_u1.main([*common, "--steps", "2"])
+
+
 def test_pretraining_losses_are_train_u1s_x0_and_v():
     """``x0``: x0-MSE; ``v``: x0-MSE / max(1 - t, 0.05)^2 per sample (spec 5.6); anything else is refused by name."""
     from tinyworld import pretrain_u1
@@ -181,7 +201,8 @@ def test_diagnose_u1_measures_the_x0_floor_on_object_edges():
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         kvs = [prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.conditional_prefix(world.caption(s)))])) for s in scenes]
-    (row,) = diagnose_u1.x0_floor(gen, kvs, x0, eps, [0.99])
+    (row,) = diagnose_u1.x0_floor(gen, kvs, x0, eps, [0.99], scenes)
+    assert 0.0 <= row["x0_hat_shape"] <= 1.0
     assert row["input"] == pytest.approx(float((0.01 * (eps - x0)).pow(2).mean()), rel=1e-5)
     assert row["model"] > 10 * row["input"] and row["model"] < 0.01
     assert row["edge_share"] > 0.5 > 0.1 > row["edge_pixels"]

@@ -9,6 +9,10 @@ fp32 loop (the pretraining script's, U1's Euler rule with the clamped velocity):
   at several t (1 = clean), beside the MSE of returning ``z_t`` itself. At t
   near 1 the input is almost the answer; a model whose error stays flat there
   cannot copy what it sees (it redraws from the caption instead).
+- **one-step shapes**: the same predictions scored as images (shape accuracy
+  of ``x0_hat`` per t). A model that refines what it sees draws the render's
+  shape back as t nears 1; one that redraws the caption's template scores about
+  the same at every t.
 - **from t0**: content accuracy of images integrated to t = 1 from the noised
   render at t0, with CFG, on the part of the 50-step grid (shift 3) above t0;
   t0 = 0 is ordinary sampling. Shapes lost even from t0 = 0.85, where the
@@ -56,9 +60,10 @@ def edge_mask(x0: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def x0_floor(gen, kvs, x0: torch.Tensor, eps: torch.Tensor, ts: list[float]) -> list[dict]:
+def x0_floor(gen, kvs, x0: torch.Tensor, eps: torch.Tensor, ts: list[float], scenes: list | None = None) -> list[dict]:
     """Per t: x0-MSE of the model's prediction (``model``) and of ``z_t`` itself (``input``),
-    and the share of the model's squared error on :func:`edge_mask` pixels (``edge_share``; ``edge_pixels`` their share)."""
+    and the share of the model's squared error on :func:`edge_mask` pixels (``edge_share``; ``edge_pixels`` their share);
+    with ``scenes`` (one per image) also the shape accuracy of the predictions read as images (``x0_hat_shape``)."""
     s = gen.cfg.noise_scale_for_image(*x0.shape[-2:])
     edges = edge_mask(x0)
     rows = []
@@ -68,6 +73,8 @@ def x0_floor(gen, kvs, x0: torch.Tensor, eps: torch.Tensor, ts: list[float]) -> 
         err = (pred - x0).pow(2).mean(1)
         rows.append({"t": t, "model": float(err.mean()), "input": float((z - x0).pow(2).mean()),
                      "edge_share": float(err[edges].sum() / err.sum()), "edge_pixels": float(edges.float().mean())})
+        if scenes is not None:
+            rows[-1]["x0_hat_shape"] = attribute_accuracy(score_images(pretrain_u1.to_uint8(pred).numpy(), scenes))["shape"]
     return rows
 
 
@@ -103,7 +110,7 @@ def main(argv=None) -> None:
         kvs = [prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.conditional_prefix(caption(s)))])) for s in scenes]
         kv_uncond = prefix.encode(torch.tensor([prompts.tokenize(tok, prompts.UNCONDITIONAL_PREFIX)]))
     k = args.prompts
-    for row in x0_floor(gen, kvs[:k], x0[:k], eps[:k], args.t):
+    for row in x0_floor(gen, kvs[:k], x0[:k], eps[:k], args.t, scenes[:k]):
         print(json.dumps({"x0_floor": _round(row), "prompts": k}))
     k = args.sample_prompts
     for t0 in args.t0:

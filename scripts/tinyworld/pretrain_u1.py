@@ -104,18 +104,27 @@ log = logging.getLogger("pretrain_u1")
 VOCAB = 768
 """Model vocabulary: the tokenizer's ids (715) rounded up to a multiple of 64, as Qwen pads its table."""
 
-def tiny_u1(vision_width: int = 64, token_px: int = 8) -> U1Config:
+HEAD_KINDS = ("mlp", "conv_decoder")
+"""``--head``: U1's MLP head (shipped) or U1.5's ConvDecoder (``use_pixel_head``, with U1.5's noise-scale max 16)."""
+
+
+def tiny_u1(vision_width: int = 64, token_px: int = 8, head: str = "mlp") -> U1Config:
     """The tiny U1: hidden 256, 4 layers per tower, 4 query / 2 KV heads of 64, SwiGLU 768,
     vision width ``vision_width``, ``token_px``-px generation tokens (``patch_size`` ``token_px / 2``,
     ``downsample_ratio`` 0.5 as the official 16 / 0.5); ``noise_scale_base_image_seq_len`` is the token count
     of a 64 x 64 image (64 at 8 px, official), so the world's images get noise scale 1 whatever the token size;
-    every other field (noise scale law, t_eps, head) official."""
+    every other field (noise scale law, t_eps, head) official. ``head="conv_decoder"`` builds U1.5's ConvDecoder
+    head and takes U1.5's ``noise_scale_max_value`` 16 with it (``U15_8B_MOT``'s two differences from U1)."""
+    if head not in HEAD_KINDS:
+        raise ValueError(f"head = {head!r}: not one of {', '.join(HEAD_KINDS)}")
     if token_px % 2 or token_px < 2:
         raise ValueError(f"token_px = {token_px}: the generation token is patch_size / downsample_ratio 0.5, so it must be an even number of pixels")
     return U1Config(
         llm=LLMConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=VOCAB),
         vision=VisionConfig(hidden_size=vision_width, patch_size=token_px // 2, downsample_ratio=0.5),
         noise_scale_base_image_seq_len=(64 // token_px) ** 2,
+        use_pixel_head=head == "conv_decoder",
+        noise_scale_max_value=16.0 if head == "conv_decoder" else 8.0,
     )
 
 
@@ -553,7 +562,9 @@ def write_model_card(out: Path) -> None:
         f"RoPE theta {llm.rope_theta:g} (t) / {llm.rope_theta_hw:g} (h, w), vocab_size {llm.vocab_size}.",
         f"- Generation token: `vision_config.patch_size` {vis.patch_size} / `downsample_ratio` {vis.downsample_ratio} = {cfg.token_px} px "
         f"(official: 16 / 0.5 = 32), so a 64 x 64 image is {(64 // cfg.token_px) ** 2} tokens; vision width {vis.hidden_size}; "
-        f"U1's MLP head ({llm.hidden_size} -> {llm.hidden_size} -> {cfg.token_px ** 2 * 3}).",
+        + (f"U1's MLP head ({llm.hidden_size} -> {llm.hidden_size} -> {cfg.token_px ** 2 * 3})." if not cfg.use_pixel_head else
+         f"U1.5's ConvDecoder head (`use_pixel_head`: pixel shuffle, 3 x 3 convolutions {llm.hidden_size // 4} -> {llm.hidden_size // 4} and "
+         f"{llm.hidden_size // 16} -> {3 * (cfg.token_px // 4) ** 2}, pixel shuffle) with U1.5's noise-scale max {cfg.noise_scale_max_value:g}."),
         f"- Noise scale as U1: s_eff = min({cfg.noise_scale:g} * sqrt(N / {cfg.noise_scale_base_image_seq_len}), {cfg.noise_scale_max_value:g}), "
         f"N = the model's own tokens: {cfg.noise_scale_for(64):g} at 64 x 64, {cfg.noise_scale_for(256):g} at 128 x 128. t_eps {cfg.t_eps}.",
         f"- Parameters: {sum(count.values()) / 1e6:.2f} M ("
@@ -640,6 +651,7 @@ def main(argv=None) -> None:
     ap.add_argument("--loss", choices=list(LOSSES), default=TrainConfig.loss, help="train_u1's loss_type: x0 (default) or v")
     ap.add_argument("--vision-width", type=int, default=TINY_U1.vision.hidden_size, help="vision_config.hidden_size of the patch embedder (the shipped model: 64)")
     ap.add_argument("--token-px", type=int, default=TINY_U1.token_px, help="generation token size in pixels (the shipped model: 8, 64 tokens at 64 x 64; 4 gives 256)")
+    ap.add_argument("--head", choices=HEAD_KINDS, default="mlp", help="fm_head: U1's MLP (the shipped model) or U1.5's ConvDecoder (3 x 3 convolutions across token borders)")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (weights, optimizer and EMA stay fp32; faster on CPUs with AMX)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -657,7 +669,7 @@ def main(argv=None) -> None:
     if len(tokenizer) > VOCAB:
         raise ValueError(f"tokenizer in {out} has {len(tokenizer)} ids > model vocab_size {VOCAB}")
     prefixes = Prefixes(tokenizer)
-    cfg = tiny_u1(args.vision_width, args.token_px)
+    cfg = tiny_u1(args.vision_width, args.token_px, args.head)
     prefix, gen = init_towers(cfg, tc.seed)
     params = [p for _, p in _named_params(prefix, gen)]
     log.info("tiny U1: %.2f M parameters (%d tensors); system prefix %d tokens", sum(p.numel() for p in params) / 1e6, len(params), len(prefixes.system))
@@ -668,7 +680,7 @@ def main(argv=None) -> None:
     if (state_dir / "state.json").is_file() and not args.fresh:
         saved = json.loads((state_dir / "state.json").read_text()).get("model_config")
         if saved != json.loads(json.dumps(cfg.to_dict())):
-            raise ValueError(f"{state_dir / 'state.json'}: its model_config is not this run's (--vision-width {args.vision_width} --token-px {args.token_px}); pass --fresh or the state's options")
+            raise ValueError(f"{state_dir / 'state.json'}: its model_config is not this run's (--vision-width {args.vision_width} --token-px {args.token_px} --head {args.head}); pass --fresh or the state's options")
         step, elapsed = load_state(state_dir, prefix, gen, ema, opt)
         log.info("resumed at step %d (%.1f min trained)", step, elapsed / 60)
         _truncate_log(log_path, step)
