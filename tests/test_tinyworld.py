@@ -137,6 +137,23 @@ def test_accuracy_by_object_count_separates_binding_from_drawing():
     assert "| 2 | " in content.by_object_count_markdown(table)
 
 
+def test_accuracy_by_size_separates_small_from_large():
+    """Clean renders are right at both sizes; drawing every small object as a circle is wrong only in the small rows."""
+    scenes = [tw.scene(i, "heldout") for i in range(40)]
+    clean = content.by_size(content.score_images(np.stack([tw.render(s) for s in scenes]), scenes))
+    assert set(clean) == {"1 large", "1 small", "2 large", "2 small"} and all(v >= 0.97 for row in clean.values() for v in row.values())
+    blobs = [tw.Scene(tuple(replace(o, shape="circle") if o.size == "small" else o for o in s.objects), s.background) for s in scenes]
+    table = content.by_size(content.score_images(np.stack([tw.render(s) for s in blobs]), scenes))
+    for key in ("1 small", "2 small"):
+        smalls = [o for s in scenes for o in s.objects if f"{len(s.objects)} {o.size}" == key]
+        assert table[key]["shape"] == pytest.approx(sum(o.shape == "circle" for o in smalls) / len(smalls), abs=0.05)
+        assert table[key]["colour"] >= 0.97
+    assert table["1 large"]["shape"] >= 0.97 and table["2 large"]["shape"] >= 0.9
+    markdown = content.by_size_markdown(table)
+    assert "| 2, small | " in markdown and markdown.count("\n") == 1 + len(table)
+    assert "small 5.5 px" in content.SIZE_NOTE
+
+
 def test_binding_diagnosis_reads_caption_order_and_fits_a_separable_probe():
     """diagnose_binding: swapped colours are wrong only for objects of two-object scenes, by caption order; the
     linear probe reads a colour that the feature carries and not one it does not."""

@@ -298,6 +298,38 @@ BINDING_NOTE = (
 """How to read a :func:`by_object_count_markdown` table (the model cards print it above the table)."""
 
 
+def by_size(scores: list[list[ObjectScore]]) -> dict[str, dict[str, float]]:
+    """:func:`attribute_accuracy` per object, grouped by the number of objects in its scene and the size its caption asks
+    for (keys ``"1 large"``, ``"1 small"``, ``"2 large"``, ``"2 small"``; only those present).
+
+    Separates drawing small from drawing large: a shape right at the large size but wrong at the small one is a
+    failure of resolution, not of reading the caption.
+    """
+    groups: dict[str, list[list[ObjectScore]]] = {}
+    for image in scores:
+        for o in image:
+            groups.setdefault(f"{len(image)} {o.expected.size}", []).append([o])
+    return {key: attribute_accuracy(groups[key]) for key in sorted(groups)}
+
+
+def by_size_markdown(table: dict[str, dict[str, float]]) -> str:
+    """A :func:`by_size` table as Markdown: one row per (object count, size asked for), one column per attribute."""
+    lines = ["| objects in the scene, size asked for | " + " | ".join(SCORED) + " |", "|---" * (len(SCORED) + 1) + "|"]
+    for key, row in table.items():
+        count, size = key.split(" ", 1)
+        lines.append(f"| {count}, {size} | " + " | ".join(f"{100 * row[a]:.1f}%" for a in SCORED) + " |")
+    return "\n".join(lines)
+
+
+SIZE_NOTE = (
+    "Per attribute, objects by the size their caption asks for (object radius: "
+    + ", ".join(f"{name} {radius:g} px" for name, radius in SIZES.items())
+    + "; generation tokens are 8 px). A shape right when large but wrong when small is a failure of resolution, "
+    "not of reading the caption."
+)
+"""How to read a :func:`by_size_markdown` table (the model cards print it above the table)."""
+
+
 MISSING = "missing"
 """What :func:`confusion` counts an object as when no component was matched to it."""
 

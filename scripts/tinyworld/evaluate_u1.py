@@ -33,7 +33,7 @@ import harness  # noqa: E402  (registers the pack as ``flowlora``; finds ComfyUI
 harness.register_package()
 
 from tinyworld import world  # noqa: E402
-from tinyworld.content import accuracy, attribute_accuracy, by_object_count, confusion, score_images  # noqa: E402
+from tinyworld.content import accuracy, attribute_accuracy, by_object_count, by_size, confusion, score_images  # noqa: E402
 
 DEFAULT_MODEL = REPO / "scripts" / "tinyworld" / "models" / "u1"
 
@@ -111,6 +111,7 @@ def evaluate(folder: Path, count: int = 200, steps: int = 50, cfg: float = 4.0, 
         "per_attribute": attribute_accuracy(scores),
         "shape_confusion": confusion(scores),
         "by_object_count": by_object_count(scores),
+        "by_size": by_size(scores),
         "sampling_seconds": round(seconds, 1),
     }
     if (folder / "training.json").is_file():

@@ -99,7 +99,8 @@ def score(images, prompts: list[str]) -> dict:
     scenes = [tw.parse_caption(p) for p in prompts]
     scores = tw.score_images(images, scenes)
     return {"accuracy": tw.accuracy(scores), **{f"{k}_accuracy": v for k, v in tw.content.attribute_accuracy(scores).items()},
-            "shape_confusion": tw.content.confusion(scores), "by_object_count": tw.content.by_object_count(scores)}
+            "shape_confusion": tw.content.confusion(scores), "by_object_count": tw.content.by_object_count(scores),
+            "by_size": tw.content.by_size(scores)}
 
 
 def sheet(images, path: Path, columns: int = 8, scale: int = 2) -> Path:
@@ -267,6 +268,17 @@ def _binding_section(result: dict) -> str:
 {tw.content.BINDING_NOTE}
 
 {tw.content.by_object_count_markdown(result['by_object_count'])}
+{_size_section(result)}"""
+
+
+def _size_section(result: dict) -> str:
+    """The card's accuracies by object size of one measured setting (absent in older results)."""
+    if "by_size" not in result:
+        return ""
+    return f"""
+{tw.content.SIZE_NOTE}
+
+{tw.content.by_size_markdown(result['by_size'])}
 """
 
 

@@ -95,7 +95,7 @@ from flowlora.trainer_core.models.u1.sampling import official_timesteps  # noqa:
 from flowlora.trainer_core.models.u1.towers import GenerationTower, PrefixTower, image_positions, text_positions  # noqa: E402
 
 from . import hardware, schedule, u1_tokenizer  # noqa: E402
-from .content import BINDING_NOTE, CONFUSION_NOTE, accuracy, by_object_count_markdown, confusion_markdown, score_images  # noqa: E402
+from .content import BINDING_NOTE, CONFUSION_NOTE, SIZE_NOTE, accuracy, by_object_count_markdown, by_size_markdown, confusion_markdown, score_images  # noqa: E402
 from .render import batch as render_batch  # noqa: E402
 from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, caption, scene  # noqa: E402
 
@@ -618,6 +618,8 @@ def write_model_card(out: Path) -> None:
             ]
         if "by_object_count" in metrics:
             lines += [BINDING_NOTE, "", by_object_count_markdown(metrics["by_object_count"]), ""]
+        if "by_size" in metrics:
+            lines += [SIZE_NOTE, "", by_size_markdown(metrics["by_size"]), ""]
         lines += [
             "![samples](samples.png)" if (out / "samples.png").is_file() else "",
         ]
