@@ -147,7 +147,23 @@ moved the floor (0.0044 -> 0.0037) yet gained 9 points: what it changed is the
 trajectory, where shapes and binding are decided, more than the last steps. The
 ``v`` loss with uniform t, which gives the near-clean end the most weight, did
 worse than either (60.2%, shapes 15%; ``--loss v --t-law uniform``, otherwise the
-shipped command: 4,500 steps in 34.7 minutes)."""
+shipped command: 4,500 steps in 34.7 minutes).
+
+Where its shapes fail: read as images, its one-step predictions from held-out
+renders noised to t = 0.3, 0.5, 0.7, 0.85, 0.95 get 51%, 63%, 71%, 66%, 69% of
+the shapes right (40 prompts; ``diagnose_u1.py``, ``x0_hat_shape``): at t = 0.95,
+where the render is plain to see, it still redraws a template from the caption,
+and its x0-MSE (0.0032) barely beats returning the input (0.0037). Sampled from
+noise (the card's 200 prompts) it draws 76% of the shapes of a lone large object,
+45% of a lone small one (radius 5.5 px, under 1.5 tokens across), and 37% / 30%
+of large / small objects beside a second one (``content.by_size``): resolution
+and binding, not reading the caption's shape word.
+
+U1.5's ConvDecoder head (``--head conv_decoder``: 3 x 3 convolutions across
+token borders, for the small shapes), otherwise the shipped recipe and the same
+batches (4,500 steps, fp32, 68 minutes on a 2-core AVX2 CPU), did worse: x0-MSE
+0.0077 against 0.0065 over steps 3,750-4,500, and 64.8% content on the card's
+200 prompts (shapes 30%; lone small objects 24%) against 71.4%."""
 
 DEFAULT_STATE = REPO / ".cache" / "tinyworld-u1"
 
