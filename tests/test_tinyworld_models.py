@@ -183,3 +183,16 @@ def test_sampling_sweep_at_the_cards_settings_samples_as_the_card(zi, tmp_path):
     assert row["content_accuracy"] == direct["accuracy"] and row["per_attribute"]["shape"] == direct["shape_accuracy"]
     with pytest.raises(SystemExit, match="--first 100"):
         sweep_sampling.main(["turbo", "--first", "100"])
+
+
+@pytest.mark.parametrize("model", [BASE, TURBO], ids=["base", "turbo"])
+def test_committed_card_tables_are_what_the_card_writer_writes(model):
+    """The card's shape confusion, one- against two-object and by-size tables are those evaluate_zimage writes from
+    the committed metrics (so a card cannot drift from its figures)."""
+    import evaluate_zimage
+
+    first = json.loads(model.with_name(model.stem + "_metrics.json").read_text())[0]
+    assert {"shape_confusion", "by_object_count", "by_size"} <= set(first)
+    section = evaluate_zimage._confusion_section(first)
+    assert section.count("| objects in the scene") == 2 and "| 1, small |" in section
+    assert section.strip() in model.with_suffix(".md").read_text()

@@ -282,12 +282,16 @@ def by_object_count(scores: list[list[ObjectScore]]) -> dict[str, dict[str, floa
     return {count: attribute_accuracy(groups[count]) for count in sorted(groups)}
 
 
+def _attribute_table(header: str, rows: dict[str, dict[str, float]]) -> str:
+    """Markdown: first column ``header`` (the row labels), then one percentage column per :data:`SCORED` attribute."""
+    lines = [f"| {header} | " + " | ".join(SCORED) + " |", "|---" * (len(SCORED) + 1) + "|"]
+    lines += [f"| {label} | " + " | ".join(f"{100 * row[a]:.1f}%" for a in SCORED) + " |" for label, row in rows.items()]
+    return "\n".join(lines)
+
+
 def by_object_count_markdown(table: dict[str, dict[str, float]]) -> str:
     """A :func:`by_object_count` table as Markdown: one row per object count, one column per attribute."""
-    lines = ["| objects in the scene | " + " | ".join(SCORED) + " |", "|---" * (len(SCORED) + 1) + "|"]
-    for count, row in table.items():
-        lines.append(f"| {count} | " + " | ".join(f"{100 * row[a]:.1f}%" for a in SCORED) + " |")
-    return "\n".join(lines)
+    return _attribute_table("objects in the scene", table)
 
 
 BINDING_NOTE = (
@@ -314,11 +318,7 @@ def by_size(scores: list[list[ObjectScore]]) -> dict[str, dict[str, float]]:
 
 def by_size_markdown(table: dict[str, dict[str, float]]) -> str:
     """A :func:`by_size` table as Markdown: one row per (object count, size asked for), one column per attribute."""
-    lines = ["| objects in the scene, size asked for | " + " | ".join(SCORED) + " |", "|---" * (len(SCORED) + 1) + "|"]
-    for key, row in table.items():
-        count, size = key.split(" ", 1)
-        lines.append(f"| {count}, {size} | " + " | ".join(f"{100 * row[a]:.1f}%" for a in SCORED) + " |")
-    return "\n".join(lines)
+    return _attribute_table("objects in the scene, size asked for", {key.replace(" ", ", ", 1): row for key, row in table.items()})
 
 
 SIZE_NOTE = (

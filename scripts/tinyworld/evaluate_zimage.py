@@ -257,29 +257,23 @@ def _confusion_section(result: dict) -> str:
 How the shapes of the first row ({result['steps']} steps, cfg {result['cfg']:g}) are read. {tw.content.CONFUSION_NOTE}
 
 {tw.content.confusion_markdown(result['shape_confusion'])}
-{_binding_section(result)}"""
+{_table_sections(result)}"""
 
 
-def _binding_section(result: dict) -> str:
-    """The card's one- against two-object accuracies of one measured setting (absent in older results)."""
-    if "by_object_count" not in result:
-        return ""
-    return f"""
-{tw.content.BINDING_NOTE}
-
-{tw.content.by_object_count_markdown(result['by_object_count'])}
-{_size_section(result)}"""
+TABLE_SECTIONS = (
+    ("by_object_count", tw.content.BINDING_NOTE, tw.content.by_object_count_markdown),
+    ("by_size", tw.content.SIZE_NOTE, tw.content.by_size_markdown),
+)
+"""The card's attribute tables under the shape confusion: (metrics key, note printed above it, Markdown writer)."""
 
 
-def _size_section(result: dict) -> str:
-    """The card's accuracies by object size of one measured setting (absent in older results)."""
-    if "by_size" not in result:
-        return ""
-    return f"""
-{tw.content.SIZE_NOTE}
+def _table_sections(result: dict) -> str:
+    """The card's :data:`TABLE_SECTIONS` of one measured setting, each with its note (those absent in older results skipped)."""
+    return "".join(f"""
+{note}
 
-{tw.content.by_size_markdown(result['by_size'])}
-"""
+{markdown(result[key])}
+""" for key, note, markdown in TABLE_SECTIONS if key in result)
 
 
 def write_card(model_path: Path, prompts: int = 200, seed: int = 0) -> Path:
