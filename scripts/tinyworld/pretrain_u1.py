@@ -163,7 +163,13 @@ U1.5's ConvDecoder head (``--head conv_decoder``: 3 x 3 convolutions across
 token borders, for the small shapes), otherwise the shipped recipe and the same
 batches (4,500 steps, fp32, 68 minutes on a 2-core AVX2 CPU), did worse: x0-MSE
 0.0077 against 0.0065 over steps 3,750-4,500, and 64.8% content on the card's
-200 prompts (shapes 30%; lone small objects 24%) against 71.4%."""
+200 prompts (shapes 30%; lone small objects 24%) against 71.4%.
+
+Half the samples (``--batch 16``, otherwise the shipped recipe, 4,500 steps, 42
+minutes fp32) scored 59.3% (shapes 15%, x0-MSE 0.0111 against 0.0065 over steps
+3,750-4,500): shapes come late and keep coming with data, so the budget in
+samples, not the number of updates, is what holds them back. Both runs'
+figures and commands: ``models/u1_experiments.jsonl``."""
 
 DEFAULT_STATE = REPO / ".cache" / "tinyworld-u1"
 
