@@ -87,7 +87,7 @@ if __package__ in (None, ""):
 
 from flowlora.trainer_core import files  # noqa: E402
 from flowlora.trainer_core.losses import LossConfig  # noqa: E402
-from flowlora.trainer_core.models.u1 import U1Config, build_towers, prompts  # noqa: E402
+from flowlora.trainer_core.models.u1 import U1_8B_MOT, U15_8B_MOT, U1Config, build_towers, prompts  # noqa: E402
 from flowlora.trainer_core.models.u1.checkpoint import save_sharded  # noqa: E402
 from flowlora.trainer_core.models.u1.config import LLMConfig, VisionConfig  # noqa: E402
 from flowlora.trainer_core.models.u1.layers import attend  # noqa: E402
@@ -104,8 +104,9 @@ log = logging.getLogger("pretrain_u1")
 VOCAB = 768
 """Model vocabulary: the tokenizer's ids (715) rounded up to a multiple of 64, as Qwen pads its table."""
 
-HEAD_KINDS = ("mlp", "conv_decoder")
-"""``--head``: U1's MLP head (shipped) or U1.5's ConvDecoder (``use_pixel_head``, with U1.5's noise-scale max 16)."""
+OFFICIAL_BY_HEAD = {official.head_kind: official for official in (U1_8B_MOT, U15_8B_MOT)}
+"""``--head`` -> the official config whose head it is: ``mlp`` U1 (shipped), ``conv_decoder`` U1.5."""
+HEAD_KINDS = tuple(OFFICIAL_BY_HEAD)
 
 
 def tiny_u1(vision_width: int = 64, token_px: int = 8, head: str = "mlp") -> U1Config:
@@ -114,7 +115,7 @@ def tiny_u1(vision_width: int = 64, token_px: int = 8, head: str = "mlp") -> U1C
     ``downsample_ratio`` 0.5 as the official 16 / 0.5); ``noise_scale_base_image_seq_len`` is the token count
     of a 64 x 64 image (64 at 8 px, official), so the world's images get noise scale 1 whatever the token size;
     every other field (noise scale law, t_eps, head) official. ``head="conv_decoder"`` builds U1.5's ConvDecoder
-    head and takes U1.5's ``noise_scale_max_value`` 16 with it (``U15_8B_MOT``'s two differences from U1)."""
+    head and takes U1.5's ``noise_scale_max_value`` with it (``U15_8B_MOT``'s two differences from U1, read from it)."""
     if head not in HEAD_KINDS:
         raise ValueError(f"head = {head!r}: not one of {', '.join(HEAD_KINDS)}")
     if token_px % 2 or token_px < 2:
@@ -123,8 +124,8 @@ def tiny_u1(vision_width: int = 64, token_px: int = 8, head: str = "mlp") -> U1C
         llm=LLMConfig(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=VOCAB),
         vision=VisionConfig(hidden_size=vision_width, patch_size=token_px // 2, downsample_ratio=0.5),
         noise_scale_base_image_seq_len=(64 // token_px) ** 2,
-        use_pixel_head=head == "conv_decoder",
-        noise_scale_max_value=16.0 if head == "conv_decoder" else 8.0,
+        use_pixel_head=OFFICIAL_BY_HEAD[head].use_pixel_head,
+        noise_scale_max_value=OFFICIAL_BY_HEAD[head].noise_scale_max_value,
     )
 
 
