@@ -121,3 +121,22 @@ def test_curve_smoke_measures_every_kept_save_on_validation_prompts(comfy_root, 
 def test_curve_refuses_a_save_interval_that_does_not_divide_the_run(tmp_path):
     with pytest.raises(ValueError, match="--every 7"):
         ablation.curve(ablation.ROWS["turbo_acrf"], 0, 7, tmp_path)
+
+
+def test_strength_table_lists_each_seed_s_drop_beside_the_mean(tmp_path):
+    """Several seeds' curves of one row: the last save per strength, mean style and drop, and each seed's drop."""
+    def record(seed: int, drops: dict[float, float]) -> dict:
+        points = [{"step": 100, "strength": 1.0, "style_score": 0.9, "content": 0.5, "content_base": 0.6, "x0_mse": 0.01}]
+        points += [{"step": 200, "strength": s, "style_score": s, "content": 0.6 - d / 100, "content_base": 0.6, "x0_mse": 0.01} for s, d in drops.items()]
+        return {"row": "turbo_acrf", "label": "AC-RF", "seed": seed, "steps": 200, "every": 100, "prompts": 48, "first_prompt": 100,
+                "date": "2026-12-06", "commit": "abc1234", "points": points}
+
+    records = [record(0, {0.6: 3.0, 0.7: 4.0, 0.8: 5.0}), record(1, {0.6: 4.0, 0.7: 6.0})]
+    table = ablation.strength_table(records)
+    assert table.startswith("`turbo_acrf` over seeds 0, 1: the last save (update 200)")
+    rows = [line for line in table.splitlines() if line.startswith("| 0") or line.startswith("| 1")]
+    assert rows == ["| 0.7 | 0.70 | 5.0 | 4.0, 6.0 |", "| 0.6 | 0.60 | 3.5 | 3.0, 4.0 |"]  # 0.8: one seed only; 1: not the last save
+    (tmp_path / "curves").mkdir()
+    for r in records:
+        (tmp_path / "curves" / f"turbo_acrf_seed{r['seed']}.json").write_text(json.dumps(r))
+    assert table in ablation.build_table(tmp_path)

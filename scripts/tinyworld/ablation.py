@@ -547,6 +547,32 @@ def curve_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def strength_table(records: list[dict]) -> str:
+    """Markdown table of one row's ``curve`` files over seeds: its last save at each strength, mean and per seed.
+
+    The content drop is listed per seed as well as averaged, since a strength is chosen on it: a mean under a
+    threshold with one seed over it is a thin margin, and the table should show that.
+    """
+    row, steps = records[0]["row"], records[0]["steps"]
+    seeds = sorted(record["seed"] for record in records)
+    by_strength: dict[float, list[dict]] = {}
+    for record in sorted(records, key=lambda r: r["seed"]):
+        for p in record["points"]:
+            if p["step"] == steps:
+                by_strength.setdefault(p.get("strength", 1.0), []).append(p)
+    lines = [f"`{row}` over seeds {', '.join(map(str, seeds))}: the last save (update {steps}) at each strength measured on all of them, "
+             f"{records[0]['prompts']} held-out prompts from scene {records[0]['first_prompt']}",
+             "", "| strength | style score, mean | content drop, points: mean | per seed |", "|---|---|---|---|"]
+    for strength in sorted(by_strength, reverse=True):
+        points = by_strength[strength]
+        if len(points) != len(records):
+            continue
+        drops = [100 * (p["content_base"] - p["content"]) for p in points]
+        style = sum(p["style_score"] for p in points) / len(points)
+        lines.append(f"| {strength:g} | {style:.2f} | {sum(drops) / len(drops):.1f} | {', '.join(f'{d:.1f}' for d in drops)} |")
+    return "\n".join(lines)
+
+
 def _commit() -> str:
     import subprocess
 
@@ -772,8 +798,12 @@ def build_table(results: Path) -> str:
     curves = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((results / "curves").glob("*_seed*.json")) if not p.stem.endswith("_smoke")]
     if curves:
         lines += ["", "### Along a run, on validation prompts", "",
-                  "One seed per run, its periodic saves measured like the table but on other held-out scenes "
-                  f"(from index {VALIDATION_FIRST}; `ablation.py curve ROW`), so that settings are chosen without the table's prompts."]
+                  "Each run's periodic saves measured like the table but on other held-out scenes "
+                  f"(from index {VALIDATION_FIRST}; `ablation.py curve ROW --seed K`), so that settings are chosen without the table's prompts."]
+        for row in dict.fromkeys(record["row"] for record in curves):
+            seeds = [record for record in curves if record["row"] == row]
+            if len(seeds) > 1:
+                lines += ["", strength_table(seeds)]
         for record in curves:
             lines += ["", f"`{record['row']}`, measured {record['date']} at commit `{record['commit']}`: " + curve_table(record)]
     return "\n".join(lines) + "\n"
