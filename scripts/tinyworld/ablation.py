@@ -547,8 +547,15 @@ def curve_table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _measurement(record: dict) -> tuple:
+    """What the seeds of one ``curve`` measurement share: row, updates, prompts and first prompt."""
+    return record["row"], record["steps"], record["prompts"], record["first_prompt"]
+
+
 def strength_table(records: list[dict]) -> str:
     """Markdown table of one row's ``curve`` files over seeds: its last save at each strength, mean and per seed.
+
+    ``records``: the seeds of one measurement (same row, updates, prompts and first prompt).
 
     The content drop is listed per seed as well as averaged, since a strength is chosen on it: a mean under a
     threshold with one seed over it is a thin margin, and the table should show that.
@@ -800,8 +807,8 @@ def build_table(results: Path) -> str:
         lines += ["", "### Along a run, on validation prompts", "",
                   "Each run's periodic saves measured like the table but on other held-out scenes "
                   f"(from index {VALIDATION_FIRST}; `ablation.py curve ROW --seed K`), so that settings are chosen without the table's prompts."]
-        for row in dict.fromkeys(record["row"] for record in curves):
-            seeds = [record for record in curves if record["row"] == row]
+        for run in dict.fromkeys(map(_measurement, curves)):
+            seeds = [record for record in curves if _measurement(record) == run]
             if len(seeds) > 1:
                 lines += ["", strength_table(seeds)]
         for record in curves:

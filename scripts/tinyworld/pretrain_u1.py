@@ -177,8 +177,8 @@ run's 0.59 s/step) scored 75.0% (shapes 51%, colours 91%, positions 83%;
 x0-MSE 0.0050 against 0.0065 over each run's last 750 steps): 3.6 points for
 half as many samples again, where doubling from batch 16 had given 12. Kept at
 that pace (6 points per doubling), 85% would take about 21,000 steps, four to
-five times the shipped run: out of reach of a 45-minute CPU budget at this size. The three runs' figures and commands:
-``models/u1_experiments.jsonl``."""
+five times the shipped run: out of reach of a 45-minute CPU budget at this
+size. The three runs' figures and commands: ``models/u1_experiments.jsonl``."""
 
 DEFAULT_STATE = REPO / ".cache" / "tinyworld-u1"
 
