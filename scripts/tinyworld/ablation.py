@@ -543,8 +543,13 @@ def curve_table(record: dict) -> str:
     lines = [f"{record['label']}, seed {record['seed']}, a save every {record['every']} updates: {record['prompts']} held-out prompts from scene {record['first_prompt']}",
              "", "| update | strength | style score | content % | content drop, points | held-out x0-MSE |", "|---|---|---|---|---|---|"]
     for p in record["points"]:
-        lines.append(f"| {p['step']} | {p.get('strength', 1.0):g} | {p['style_score']:.2f} | {100 * p['content']:.1f} | {100 * (p['content_base'] - p['content']):.1f} | {p['x0_mse']:.4f} |")
+        lines.append(f"| {p['step']} | {p.get('strength', 1.0):g} | {p['style_score']:.2f} | {100 * p['content']:.1f} | {_content_drop(p):.1f} | {p['x0_mse']:.4f} |")
     return "\n".join(lines)
+
+
+def _content_drop(point: dict) -> float:
+    """Content accuracy lost to the LoRA at one measured save, in points (the base's minus the save's)."""
+    return 100 * (point["content_base"] - point["content"])
 
 
 def _measurement(record: dict) -> tuple:
@@ -560,10 +565,10 @@ def strength_table(records: list[dict]) -> str:
     The content drop is listed per seed as well as averaged, since a strength is chosen on it: a mean under a
     threshold with one seed over it is a thin margin, and the table should show that.
     """
-    row, steps = records[0]["row"], records[0]["steps"]
-    seeds = sorted(record["seed"] for record in records)
+    records = sorted(records, key=lambda record: record["seed"])
+    row, steps, seeds = records[0]["row"], records[0]["steps"], [record["seed"] for record in records]
     by_strength: dict[float, list[dict]] = {}
-    for record in sorted(records, key=lambda r: r["seed"]):
+    for record in records:
         for p in record["points"]:
             if p["step"] == steps:
                 by_strength.setdefault(p.get("strength", 1.0), []).append(p)
@@ -574,7 +579,7 @@ def strength_table(records: list[dict]) -> str:
         points = by_strength[strength]
         if len(points) != len(records):
             continue
-        drops = [100 * (p["content_base"] - p["content"]) for p in points]
+        drops = [_content_drop(p) for p in points]
         style = sum(p["style_score"] for p in points) / len(points)
         lines.append(f"| {strength:g} | {style:.2f} | {sum(drops) / len(drops):.1f} | {', '.join(f'{d:.1f}' for d in drops)} |")
     return "\n".join(lines)
