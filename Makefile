@@ -2,7 +2,7 @@
 #   make test       provision ComfyUI 0.3.75 + .venv (first run ~2 min), then run the suite on it
 #   make demo       provision, then run workflows/demo_tinyworld.json through a real ComfyUI:
 #                   a mosaic-style LoRA on the tiny-world Turbo, measured; results in output/demo/
-#                   (about a minute on two free cores after set-up)
+#                   (2-3 minutes on two free cores after set-up)
 # More:
 #   make test-0.33  the same suite on ComfyUI 0.33 (.comfyui/ComfyUI-0.33, .venv-0.33)
 #   make test-all   both hosts, one after the other (what CI runs)
