@@ -11,11 +11,11 @@
 PY := .venv/bin/python
 
 # The suite runs in TEST_WORKERS processes (pytest-xdist), each test file whole in one worker (its module
-# fixtures, a live server or a trained LoRA, are built once), one torch thread per process: on 2 cores that
-# took 8.5 minutes against 14.3 for one process with 2 threads, whose CPU time was 1.4x as much on these tiny
-# models' ops (README, "For developers"). TEST_WORKERS=0 runs everything in one process.
+# fixtures, a live server or a trained LoRA, are built once), one torch thread per process: faster on these
+# tiny models than one process with two threads (figures in README, "For developers"). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+PYTEST = -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+test test-0.33: export OMP_NUM_THREADS = 1
 
 .PHONY: host host-0.33 test test-0.33 test-all lint demo demo-u1
 host:
@@ -25,14 +25,14 @@ host-0.33:
 	@scripts/host.sh 0.33 >/dev/null
 
 test: host
-	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(PY) $(PYTEST)
 
 # COMFYUI_PATH comes from host.sh (its last line), so the suite runs in the 0.33 tree and venv
 # (host.sh's output captured whole first: a failed set-up stops here instead of running pytest without a host)
 test-0.33:
 	@out=$$(scripts/host.sh 0.33) && comfy=$$(printf '%s\n' "$$out" | tail -n 1) && \
-	  echo "COMFYUI_PATH=$$comfy OMP_NUM_THREADS=1 .venv-0.33/bin/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)" && \
-	  COMFYUI_PATH=$$comfy OMP_NUM_THREADS=1 .venv-0.33/bin/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	  echo "COMFYUI_PATH=$$comfy .venv-0.33/bin/python $(PYTEST)" && \
+	  COMFYUI_PATH=$$comfy .venv-0.33/bin/python $(PYTEST)
 
 test-all: test test-0.33
 
