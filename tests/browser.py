@@ -784,9 +784,24 @@ class Frontend:
         """The frontend's version (``comfyui-frontend-package``), as the page reports it."""
         return self.page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || 'unknown'")
 
+    def settle(self, function: str, arg: Any = None) -> tuple[bool, Any]:
+        """``(True, value)`` of the page function ``function(arg)`` once its promise settles, ``(False, None)``
+        when it has not within the page timeout. ``page.evaluate`` itself waits for ever: on 0.33's frontend
+        ``setting.set('Comfy.Locale', ...)`` was seen to store the setting and never resolve, and the whole
+        run hung (a fresh-clone CI run, 2026-12-07)."""
+        race = ("async ([arg, ms]) => await Promise.race([Promise.resolve((" + function + ")(arg)).then(value => ({settled: true, value})),"
+                " new Promise(resolve => setTimeout(() => resolve({settled: false}), ms))])")
+        out = self.page.evaluate(race, [arg, self.timeout_ms])
+        return out["settled"], out.get("value")
+
     def set_setting(self, setting_id: str, value: Any) -> None:
-        """Change a frontend setting as the settings dialog does (``app.extensionManager.setting.set``)."""
-        self.page.evaluate("async ([id, value]) => await app.extensionManager.setting.set(id, value)", [setting_id, value])
+        """Change a frontend setting as the settings dialog does (``app.extensionManager.setting.set``).
+        When the frontend's promise does not settle (:meth:`settle`), the setting must read back as ``value``."""
+        settled, _ = self.settle("([id, value]) => app.extensionManager.setting.set(id, value)", [setting_id, value])
+        if not settled:
+            now = self.page.evaluate("(id) => app.extensionManager.setting.get(id)", setting_id)
+            if now != value:
+                raise TimeoutError(f"frontend setting {setting_id} = {value!r}: not applied within {self.timeout_ms / 1000:.0f} s (it reads {now!r})")
 
     def fit_view(self, node_ids: list[int] | None = None, into: tuple[float, float, float, float] | None = None, max_scale: float = 1.5,
                  cover: bool = False) -> dict:
@@ -857,7 +872,7 @@ class Frontend:
         if self.page.evaluate(HELP_TEXT_JS) is None:
             return
         self.page.evaluate(RESET_PANELS_JS)
-        self.page.evaluate(CLOSE_HELP_JS)
+        self.settle(CLOSE_HELP_JS)  # then waits for the panel to go, which a promise that never settles may still do
         self.page.wait_for_function("() => (" + HELP_TEXT_JS + ")() === null", timeout=self.timeout_ms)
 
     def open_templates(self, folder: str) -> tuple[list[dict], dict[str, int]]:

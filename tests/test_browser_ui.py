@@ -227,6 +227,20 @@ def test_node_help_page_opens_from_the_selection_toolbox(env):
         fe.close_node_help()
 
 
+def test_a_page_promise_that_never_settles_ends_at_the_timeout(env):
+    """``Frontend.settle`` returns a page function's value once its promise settles, and gives up on one that
+    never does at the page timeout instead of waiting for ever (``page.evaluate`` has no timeout)."""
+    _, fe = env
+    saved, fe.timeout_ms = fe.timeout_ms, 500
+    try:
+        started = time.monotonic()
+        assert fe.settle("() => new Promise(() => {})") == (False, None)
+        assert 0.4 < time.monotonic() - started < 30
+        assert fe.settle("(x) => Promise.resolve(x + 1)", 1) == (True, 2)
+    finally:
+        fe.timeout_ms = saved
+
+
 def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
